@@ -1,0 +1,64 @@
+"""Classification losses of one example: class scores ``(C,)`` and a class index or distribution."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from transforms._weighting import is_index
+
+
+def nll_loss(log_probs: mx.array, target: mx.array | int) -> mx.array:
+    r"""Negative log-likelihood of one example, a scalar.
+
+    .. math:: \ell = -\log p_y \quad\text{or, for a distribution } q:\quad \ell = -\sum_c q_c \log p_c
+
+    ``log_probs`` has shape ``(C,)``; ``target`` is a class index (integer, 0-d) or a
+    distribution of shape ``(C,)``.
+    """
+    if is_index(target):
+        return -mx.take(log_probs, target, axis=-1)
+    return -mx.sum(target * log_probs, axis=-1)
+
+
+def cross_entropy(logits: mx.array, target: mx.array | int) -> mx.array:
+    r"""Cross-entropy of one example's logits ``(C,)`` with a class index or a distribution ``(C,)``.
+
+    .. math:: \ell = -\sum_c y_c \log\mathrm{softmax}(x)_c = \mathrm{logsumexp}(x) \sum_c y_c - \sum_c y_c x_c
+
+    Computed as ``nll_loss(x, y) + logsumexp(x) * sum(y)`` (``sum(y) = 1`` for an index), so the
+    log-softmax is never materialised; ``logsumexp`` shifts by the max, so logits of any
+    magnitude (1e4 and beyond) are stable in value and gradient.
+    """
+    total = 1 if is_index(target) else mx.sum(target, axis=-1)
+    return nll_loss(logits, target) + mx.logsumexp(logits, axis=-1) * total
+
+
+def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
+    r"""Binary cross-entropy of probabilities, element-wise, logs clamped at -100 as PyTorch does.
+
+    .. math:: \ell = -[y \max(\log x, -100) + (1 - y) \max(\log(1 - x), -100)]
+
+    The gradient is PyTorch's, :math:`(x - y) / \max(x (1 - x), 10^{-12})`: finite at
+    ``x`` exactly 0 or 1, where the clamped logarithm has none.
+    """
+    log_x = mx.maximum(mx.log(input), -100)
+    log_1mx = mx.maximum(mx.log1p(-input), -100)
+    grad_x = (input - target) / mx.maximum(input * (1 - input), 1e-12)
+    sg = mx.stop_gradient
+    # Value: the clamped loss. Gradient in x: grad_x, attached by a term that is exactly 0
+    # in value (x - sg(x)); gradient in y: d/dy of the first two terms.
+    return (target - 1) * sg(log_1mx) - target * sg(log_x) + (input - sg(input)) * sg(grad_x)
+
+
+def binary_cross_entropy_with_logits(
+    input: mx.array, target: mx.array, pos_weight: mx.array | None = None
+) -> mx.array:
+    r"""Binary cross-entropy of logits, element-wise, with an optional weight on positives.
+
+    .. math:: \ell = (1 - y)\, x + (1 + (w_+ - 1)\, y)\, \mathrm{softplus}(-x)
+
+    which is :math:`-[w_+ y \log\sigma(x) + (1 - y)\log(1 - \sigma(x))]`; ``softplus`` is
+    ``logaddexp(0, .)``, exact for logits of any magnitude.
+    """
+    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
+    return (1 - target) * input + log_weight * mx.logaddexp(0, -input)

@@ -1,0 +1,57 @@
+"""Compilation: ``compiled`` wraps ``mx.compile`` with one graph per static configuration."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, overload
+
+import mlx.core as mx
+
+from ._reduce import Loss
+
+
+@overload
+def compiled(loss: Loss, *, static: Iterable[str] = ()) -> Loss: ...
+@overload
+def compiled(loss: None = None, *, static: Iterable[str] = ()) -> Callable[[Loss], Loss]: ...
+
+
+def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
+    """``mx.compile(loss)``, cached per static configuration; same call signature.
+
+    Keyword arguments that are Python numbers (a margin, a smoothing factor, an ignore
+    index) enter the graph as 0-d arrays, so a new value reuses the traced graph and its
+    compiled kernels; on the CPU each new kernel costs a C++ compile. Keywords named in
+    ``static`` and keywords that are bools, strings, None or callables select the graph
+    instead (they steer Python control flow). Works bare (``@compiled``) or with arguments
+    (``@compiled(static=('p',))``). ``fn.traces`` counts how often the Python body was traced.
+    """
+    if loss is None:
+        return functools.partial(compiled, static=tuple(static))
+    static = frozenset(static)
+    graphs: dict[Any, Callable[..., Any]] = {}
+
+    @functools.wraps(loss)
+    def compiled_loss(*args: Any, **kwargs: Any) -> Any:
+        fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
+        dynamic = sorted(k for k in kwargs if k not in fixed)
+        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic))
+        graph = graphs.get(key)
+        if graph is None:
+            graph = graphs[key] = mx.compile(_trace(loss, fixed, dynamic, compiled_loss))
+        return graph(args, [mx.array(kwargs[k]) for k in dynamic])
+
+    compiled_loss.traces = 0  # type: ignore[attr-defined]
+    return compiled_loss
+
+
+def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any) -> Callable[..., Any]:
+    def body(args: tuple[Any, ...], values: list[mx.array]) -> Any:
+        counter.traces += 1
+        return loss(*args, **fixed, **dict(zip(dynamic, values)))
+
+    return body
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

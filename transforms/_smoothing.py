@@ -1,0 +1,45 @@
+"""Label smoothing: ``smooth_labels`` mixes the target with the uniform distribution."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import mlx.core as mx
+
+from ._reduce import Loss, Weighted
+from ._weighting import is_index
+
+
+def smooth_labels(loss: Loss, alpha: float | mx.array) -> Loss:
+    """``f(x, y, *rest)`` -> the loss against the target ``(1 - alpha) y + alpha / C``.
+
+    ``C = x.shape[-1]``. For a probability target that target is passed to ``f``. For a class
+    index ``y`` the smoothed loss is the expectation over the smoothed label::
+
+        (1 - alpha) f(x, y) + alpha / C * sum_c f(x, c)
+
+    which equals ``f`` at the smoothed distribution for a loss linear in its target
+    (cross-entropy), and defines smoothing for any other class-index loss. The sum is one
+    ``vmap`` over classes, so work that does not depend on the class (a log-softmax) is done
+    once. If ``f`` returns a :class:`Weighted`, the example keeps the weight of its true
+    label: ``smooth_labels(weighted(cross_entropy), a)`` is PyTorch's weighted smoothing.
+    """
+
+    @functools.wraps(loss)
+    def smoothed_loss(*args: Any, **static: Any) -> Any:
+        x, target, *rest = args
+        num_classes = x.shape[-1]
+        if not is_index(target):
+            return loss(x, (1 - alpha) * target + alpha / num_classes, *rest, **static)
+        hard = loss(*args, **static)
+        every = mx.vmap(lambda c: loss(x, c, *rest, **static))(mx.arange(num_classes))
+
+        def mix(h: mx.array, e: mx.array) -> mx.array:
+            return (1 - alpha) * h + alpha * mx.mean(e, axis=0)
+
+        if isinstance(hard, Weighted):
+            return Weighted(mix(hard.value, every.value), hard.weight)
+        return mix(hard, every)
+
+    return smoothed_loss
