@@ -7,7 +7,9 @@ layers built from these two.
 """
 
 from ._classification import binary_cross_entropy as binary_cross_entropy
-from ._classification import binary_cross_entropy_with_logits as binary_cross_entropy_with_logits
+from ._classification import (
+    binary_cross_entropy_with_logits as binary_cross_entropy_with_logits,
+)
 from ._classification import cross_entropy as cross_entropy
 from ._classification import nll_loss as nll_loss
 from ._regression import huber_loss as huber_loss

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, overload
+from collections.abc import Callable, Iterable
+from typing import Any, overload
 
 import mlx.core as mx
 

@@ -15,7 +15,8 @@ all-masked 'sum' is ``0``, as in PyTorch.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Literal, NamedTuple, Sequence, get_args
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple, get_args
 
 import mlx.core as mx
 import optree

@@ -1,0 +1,153 @@
+"""PyTorch's classification losses: cross-entropy, NLL, BCE, BCE with logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+
+import transforms as T
+
+from .. import _checks as C
+from .._classification import binary_cross_entropy as _bce
+from .._classification import binary_cross_entropy_with_logits as _bce_logits
+from .._classification import cross_entropy as _cross_entropy
+from .._classification import nll_loss as _nll_loss
+from ._graphs import class_graph, elementwise_graph, run_classwise, run_elementwise
+
+Array = mx.array
+
+
+def _check_class_input(input: Array, target: Array, *, allow_probabilities: bool) -> int:
+    """Check CE/NLL shapes and dtypes; return the number of classes."""
+    C.check_floating(input, "input")
+    if input.ndim == 0:
+        raise ValueError("input must have a class axis: shape (C,), (N, C) or (N, C, d1, ..., dk); got a 0-d array")
+    num_classes = input.shape[0] if input.ndim == 1 else input.shape[1]
+    if input.shape == target.shape and allow_probabilities:
+        C.check_floating(target, "target (class probabilities)")
+        return num_classes
+    index_shape = () if input.ndim == 1 else input.shape[:1] + input.shape[2:]
+    if target.shape != index_shape:
+        expected = f"{index_shape} (class indices)"
+        if allow_probabilities:
+            expected += f" or {tuple(input.shape)} (class probabilities)"
+        raise ValueError(
+            f"target must have shape {expected} for input of shape {C.shape_str(input)}; "
+            f"got {C.shape_str(target)}"
+        )
+    C.check_integer(target, "target")
+    return num_classes
+
+
+
+def _class_loss(
+    loss: Callable[..., Any],
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    allow_probabilities: bool,
+) -> Array:
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    num_classes = _check_class_input(input, target, allow_probabilities=allow_probabilities)
+    if weight is not None:
+        weight = C.as_array(weight, "weight")
+        C.check_class_weight(weight, num_classes)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    if T.is_index(target):
+        C.check_class_indices(target, num_classes, ignore_index)
+    graph = class_graph(loss, reduction, weight is not None, label_smoothing > 0)
+    shared = () if weight is None else (weight,)
+    return run_classwise(graph, input, target, *shared, index=int(ignore_index), alpha=float(label_smoothing))
+
+
+def cross_entropy(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Array:
+    """Cross-entropy of logits with class indices or probabilities; see :class:`lossfn.nn.CrossEntropyLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    return _class_loss(
+        _cross_entropy, input, target, weight, ignore_index, reduction, label_smoothing, True
+    )
+
+
+def nll_loss(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """Negative log-likelihood of log-probabilities; see :class:`lossfn.nn.NLLLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    return _class_loss(_nll_loss, input, target, weight, ignore_index, reduction, 0.0, False)
+
+
+def _binary(
+    loss: Callable[..., Any],
+    input: Any,
+    target: Any,
+    weight: Any,
+    reduction: str,
+    *extra: Array,
+) -> Array:
+    """Run a binary loss of ``(input, target, *extra)`` with BCE's element-wise ``weight``."""
+    if weight is None:
+        return run_elementwise(elementwise_graph(loss, reduction), input, target, *extra)
+    weight = C.broadcast_to(C.as_array(weight, "weight"), input.shape, "weight", "input")
+    return run_elementwise(elementwise_graph(loss, reduction, "rescale"), input, target, *extra, weight)
+
+
+def binary_cross_entropy(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """Binary cross-entropy of probabilities; see :class:`lossfn.nn.BCELoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    C.check_floating(input, "input")
+    C.check_floating(target, "target")
+    C.check_same_shape(input, target, "input", "target")
+    C.check_in_unit_interval(input, "input")
+    C.check_in_unit_interval(target, "target")
+    return _binary(_bce, input, target, weight, reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: Array | None = None,
+) -> Array:
+    """Binary cross-entropy of logits; see :class:`lossfn.nn.BCEWithLogitsLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    C.check_floating(input, "input")
+    C.check_floating(target, "target")
+    C.check_same_shape(input, target, "input", "target")
+    extra = ()
+    if pos_weight is not None:
+        pos_weight = C.as_array(pos_weight, "pos_weight")
+        extra = (C.broadcast_to(pos_weight, input.shape, "pos_weight", "input"),)
+    return _binary(_bce_logits, input, target, weight, reduction, *extra)

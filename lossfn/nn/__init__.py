@@ -1,0 +1,16 @@
+"""``torch.nn``-style loss classes as ``mlx.nn.Module``s, each calling :mod:`lossfn.functional`.
+
+A class stores its hyper-parameters; calling it is one call into ``lossfn.functional``.
+Class weights are buffers: saved with the module, never trainable.
+"""
+
+from ._base import _Loss as _Loss
+from ._base import _WeightedLoss as _WeightedLoss
+from ._classification import BCELoss as BCELoss
+from ._classification import BCEWithLogitsLoss as BCEWithLogitsLoss
+from ._classification import CrossEntropyLoss as CrossEntropyLoss
+from ._classification import NLLLoss as NLLLoss
+from ._regression import HuberLoss as HuberLoss
+from ._regression import L1Loss as L1Loss
+from ._regression import MSELoss as MSELoss
+from ._regression import SmoothL1Loss as SmoothL1Loss
