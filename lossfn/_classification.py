@@ -33,21 +33,44 @@ def cross_entropy(logits: mx.array, target: mx.array | int) -> mx.array:
     return nll_loss(logits, target) + mx.logsumexp(logits, axis=-1) * total
 
 
+@mx.custom_function
 def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
     r"""Binary cross-entropy of probabilities, element-wise, logs clamped at -100 as PyTorch does.
 
     .. math:: \ell = -[y \max(\log x, -100) + (1 - y) \max(\log(1 - x), -100)]
 
-    The gradient is PyTorch's, :math:`(x - y) / \max(x (1 - x), 10^{-12})`: finite at
-    ``x`` exactly 0 or 1, where the clamped logarithm has none.
+    The gradients are PyTorch's: :math:`(x - y) / \max(x (1 - x), 10^{-12})` in ``x``, finite
+    at ``x`` exactly 0 or 1 where the clamped logarithm has none, and
+    :math:`\log(1 - x) - \log x` (unclamped) in ``y``. A custom vjp supplies them.
     """
-    log_x = mx.maximum(mx.log(input), -100)
-    log_1mx = mx.maximum(mx.log1p(-input), -100)
-    grad_x = (input - target) / mx.maximum(input * (1 - input), 1e-12)
-    sg = mx.stop_gradient
-    # Value: the clamped loss. Gradient in x: grad_x, attached by a term that is exactly 0
-    # in value (x - sg(x)); gradient in y: d/dy of the first two terms.
-    return (target - 1) * sg(log_1mx) - target * sg(log_x) + (input - sg(input)) * sg(grad_x)
+    return (target - 1) * mx.maximum(mx.log1p(-input), -100) - target * mx.maximum(mx.log(input), -100)
+
+
+@binary_cross_entropy.vjp
+def _bce_vjp(primals: list[mx.array], cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
+    input, target = primals
+    grad_input = (input - target) / mx.maximum(input * (1 - input), 1e-12)
+    grad_target = mx.log1p(-input) - mx.log(input)
+    return _unbroadcast(cotangent * grad_input, input.shape), _unbroadcast(cotangent * grad_target, target.shape)
+
+
+@binary_cross_entropy.vmap
+def _bce_vmap(inputs: list[mx.array], axes: list[int | None]) -> tuple[mx.array, int]:
+    # Element-wise: batch by moving each mapped axis to the front and broadcasting. Without
+    # this rule, grad(vmap(f)) would differentiate the forward and ignore the custom vjp.
+    input, target = (x if ax is None else mx.moveaxis(x, ax, 0) for x, ax in zip(inputs, axes))
+    if axes[0] is None:
+        input = mx.broadcast_to(input, target.shape[:1] + input.shape)
+    if axes[1] is None:
+        target = mx.broadcast_to(target, input.shape[:1] + target.shape)
+    return binary_cross_entropy(input, target), 0
+
+
+def _unbroadcast(grad: mx.array, shape: tuple[int, ...]) -> mx.array:
+    """Sum ``grad`` down to ``shape`` (the shape of a primal that was broadcast)."""
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    return grad.sum(axis=axes, keepdims=False).reshape(shape) if axes else grad
 
 
 def binary_cross_entropy_with_logits(

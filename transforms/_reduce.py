@@ -102,8 +102,14 @@ def reduce_values(out: Any, reduction: Reduction, batch_size: int) -> Any:
     if reduction == "batchmean":
         return total / batch_size
     if isinstance(out, Weighted):
-        return total / accurate_sum(mx.broadcast_to(out.weight, value.shape))
+        return _divide_or_nan(total, accurate_sum(mx.broadcast_to(out.weight, value.shape)))
     return total / value.size
+
+
+def _divide_or_nan(total: mx.array, weight: mx.array) -> mx.array:
+    """``total / weight``; ``nan`` with a zero gradient where nothing was counted (PyTorch's all-ignored mean)."""
+    empty = weight == 0
+    return mx.where(empty, mx.array(float("nan"), total.dtype), total / mx.where(empty, 1, weight))
 
 
 def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None = None) -> Loss:
