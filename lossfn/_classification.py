@@ -33,7 +33,6 @@ def cross_entropy(logits: mx.array, target: mx.array | int) -> mx.array:
     return nll_loss(logits, target) + mx.logsumexp(logits, axis=-1) * total
 
 
-@mx.custom_function
 def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
     r"""Binary cross-entropy of probabilities, element-wise, logs clamped at -100 as PyTorch does.
 
@@ -43,10 +42,15 @@ def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
     at ``x`` exactly 0 or 1 where the clamped logarithm has none, and
     :math:`\log(1 - x) - \log x` (unclamped) in ``y``. A custom vjp supplies them.
     """
+    return _bce(input, target)
+
+
+@mx.custom_function
+def _bce(input: mx.array, target: mx.array) -> mx.array:
     return (target - 1) * mx.maximum(mx.log1p(-input), -100) - target * mx.maximum(mx.log(input), -100)
 
 
-@binary_cross_entropy.vjp
+@_bce.vjp
 def _bce_vjp(primals: list[mx.array], cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
     input, target = primals
     grad_input = (input - target) / mx.maximum(input * (1 - input), 1e-12)
@@ -54,7 +58,7 @@ def _bce_vjp(primals: list[mx.array], cotangent: mx.array, output: mx.array) -> 
     return _unbroadcast(cotangent * grad_input, input.shape), _unbroadcast(cotangent * grad_target, target.shape)
 
 
-@binary_cross_entropy.vmap
+@_bce.vmap
 def _bce_vmap(inputs: list[mx.array], axes: list[int | None]) -> tuple[mx.array, int]:
     # Element-wise: batch by moving each mapped axis to the front and broadcasting. Without
     # this rule, grad(vmap(f)) would differentiate the forward and ignore the custom vjp.
@@ -63,7 +67,7 @@ def _bce_vmap(inputs: list[mx.array], axes: list[int | None]) -> tuple[mx.array,
         input = mx.broadcast_to(input, target.shape[:1] + input.shape)
     if axes[1] is None:
         target = mx.broadcast_to(target, input.shape[:1] + target.shape)
-    return binary_cross_entropy(input, target), 0
+    return _bce(input, target), 0
 
 
 def _unbroadcast(grad: mx.array, shape: tuple[int, ...]) -> mx.array:
