@@ -1,0 +1,78 @@
+"""``python -m lossfn``: every implemented loss on a random batch, beside PyTorch's value.
+
+PyTorch is optional: without it only our values are printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import mlx.core as mx
+import numpy as np
+
+import lossfn
+import lossfn.functional as F
+
+Inputs = Callable[[np.random.Generator], tuple[Any, ...]]
+
+
+class Demo(NamedTuple):
+    name: str
+    inputs: Inputs
+    kwargs: dict[str, Any] = {}
+
+
+def _pair(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return r.normal(size=(8, 5)).astype(np.float32), r.normal(size=(8, 5)).astype(np.float32)
+
+
+def _logits_labels(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return r.normal(size=(8, 5)).astype(np.float32), r.integers(0, 5, size=8)
+
+
+def _log_probs_labels(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _logits_labels(r)
+    return x - np.log(np.exp(x).sum(1, keepdims=True)), y
+
+
+def _probs_binary(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return r.uniform(0.05, 0.95, size=(8, 5)).astype(np.float32), (r.uniform(size=(8, 5)) > 0.5).astype(np.float32)
+
+
+def _logits_binary(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return r.normal(size=(8, 5)).astype(np.float32), (r.uniform(size=(8, 5)) > 0.5).astype(np.float32)
+
+
+DEMOS: list[Demo] = [
+    Demo("l1_loss", _pair),
+    Demo("mse_loss", _pair),
+    Demo("smooth_l1_loss", _pair, {"beta": 0.5}),
+    Demo("huber_loss", _pair, {"delta": 0.5}),
+    Demo("cross_entropy", _logits_labels, {"label_smoothing": 0.1}),
+    Demo("nll_loss", _log_probs_labels),
+    Demo("binary_cross_entropy", _probs_binary),
+    Demo("binary_cross_entropy_with_logits", _logits_binary),
+]
+
+
+def main() -> None:
+    try:
+        import torch
+        import torch.nn.functional as TF
+    except ImportError:  # the demo runs without the oracle
+        torch = TF = None
+    print(f"lossfn {lossfn.__version__} on MLX {mx.__version__}, device {mx.default_device()}")
+    print(f"{'loss':<36}{'lossfn':>14}{'torch':>14}{'|diff|':>11}")
+    rng = np.random.default_rng(0)
+    for demo in DEMOS:
+        arrays = demo.inputs(rng)
+        ours = getattr(F, demo.name)(*(mx.array(a) for a in arrays), **demo.kwargs).item()
+        line = f"{demo.name:<36}{ours:>14.6f}"
+        if TF is not None:
+            theirs = getattr(TF, demo.name)(*(torch.tensor(a) for a in arrays), **demo.kwargs).item()
+            line += f"{theirs:>14.6f}{abs(ours - theirs):>11.2e}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
