@@ -43,6 +43,50 @@ def _logits_binary(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return r.normal(size=(8, 5)).astype(np.float32), (r.uniform(size=(8, 5)) > 0.5).astype(np.float32)
 
 
+def _scores_signs(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return r.normal(size=(8, 5)).astype(np.float32), np.where(r.uniform(size=(8, 5)) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def _scores_label_lists(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.stack([r.permutation(5) for _ in range(8)])
+    labels[np.arange(8), r.integers(0, 5, size=8)] = -1  # each list ends at its first -1
+    return r.normal(size=(8, 5)).astype(np.float32), labels
+
+
+def _log_probs_probs(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x, _ = _log_probs_labels(r)
+    p = r.uniform(0.05, 1.0, size=x.shape)
+    return x.astype(np.float32), (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _signs(r: np.random.Generator, *shape: int) -> np.ndarray:
+    return np.where(r.uniform(size=shape) > 0.5, 1.0, -1.0).astype(np.float32)
+
+
+def _rates_counts(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return r.normal(size=(8, 5)).astype(np.float32), r.poisson(3.0, size=(8, 5)).astype(np.float32)
+
+
+def _means_variances(r: np.random.Generator) -> tuple[np.ndarray, ...]:
+    return (*_pair(r), r.uniform(0.5, 2.0, size=(8, 1)).astype(np.float32))
+
+
+def _pairs_labels(r: np.random.Generator) -> tuple[np.ndarray, ...]:
+    return (*_pair(r), _signs(r, 8))
+
+
+def _triples(r: np.random.Generator) -> tuple[np.ndarray, ...]:
+    return (*_pair(r), r.normal(size=(8, 5)).astype(np.float32))
+
+
+def _scores_labels(r: np.random.Generator) -> tuple[np.ndarray, ...]:
+    return r.normal(size=8).astype(np.float32), r.normal(size=8).astype(np.float32), _signs(r, 8)
+
+
+def _distances_labels(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return np.abs(r.normal(size=(8, 5))).astype(np.float32), _signs(r, 8, 5)
+
+
 DEMOS: list[Demo] = [
     Demo("l1_loss", _pair),
     Demo("mse_loss", _pair),
@@ -52,6 +96,18 @@ DEMOS: list[Demo] = [
     Demo("nll_loss", _log_probs_labels),
     Demo("binary_cross_entropy", _probs_binary),
     Demo("binary_cross_entropy_with_logits", _logits_binary),
+    Demo("multi_margin_loss", _logits_labels, {"p": 2, "margin": 0.5}),
+    Demo("soft_margin_loss", _scores_signs),
+    Demo("multilabel_margin_loss", _scores_label_lists),
+    Demo("multilabel_soft_margin_loss", _logits_binary),
+    Demo("kl_div", _log_probs_probs, {"reduction": "batchmean"}),
+    Demo("poisson_nll_loss", _rates_counts, {"full": True}),
+    Demo("gaussian_nll_loss", _means_variances),
+    Demo("cosine_embedding_loss", _pairs_labels, {"margin": 0.2}),
+    Demo("triplet_margin_loss", _triples, {"swap": True}),
+    Demo("triplet_margin_with_distance_loss", _triples, {"margin": 0.5}),
+    Demo("margin_ranking_loss", _scores_labels, {"margin": 0.1}),
+    Demo("hinge_embedding_loss", _distances_labels),
 ]
 
 

@@ -142,3 +142,27 @@ def check_class_weight(weight: mx.array | None, num_classes: int, name: str = "w
 def check_in_unit_interval(x: mx.array, name: str) -> None:
     if holds((x >= 0) & (x <= 1)) is False:
         raise ValueError(f"all elements of {name} should be between 0 and 1")
+
+
+def check_padded_class_indices(target: mx.array, num_classes: int, padding: int = -1) -> None:
+    """IndexError if an entry of a ``padding``-padded list of class indices is outside ``[0, num_classes)``.
+
+    Every entry is checked, also those after the first ``padding`` (as PyTorch does).
+    """
+    valid = ((target >= 0) & (target < num_classes)) | (target == padding)
+    if holds(valid) is False:
+        first = np.asarray(target)[~np.asarray(valid)].reshape(-1)[0]
+        raise IndexError(
+            f"target holds {first}, neither a class index in [0, {num_classes}) nor the padding {padding}"
+        )
+
+
+def broadcast_arrays(**arrays: mx.array) -> list[mx.array]:
+    """The named arrays broadcast to their common shape (silently, as PyTorch's element-wise ops),
+    or a ValueError naming each array and its shape."""
+    try:
+        shape = mx.broadcast_shapes(*(x.shape for x in arrays.values()))
+    except ValueError as err:
+        seen = ", ".join(f"{name} of shape {shape_str(x)}" for name, x in arrays.items())
+        raise ValueError(f"{seen} cannot be broadcast together") from err
+    return [x if x.shape == shape else mx.broadcast_to(x, shape) for x in arrays.values()]

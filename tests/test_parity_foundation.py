@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch.nn.functional as TF
-from oracle import check_against_torch
+from oracle import check_against_torch, rng
 
 import lossfn.functional as F
 
@@ -24,10 +24,6 @@ C = 5
 CLASS_SHAPES = {"unbatched": (C,), "batched": (6, C), "kdim": (3, C, 2, 4)}
 # input shapes of element-wise losses
 ELEMENT_SHAPES = {"scalar": (), "vector": (7,), "batched": (6, C), "kdim": (3, C, 2, 4)}
-
-
-def rng(*key: object) -> np.random.Generator:
-    return np.random.default_rng(abs(hash(key)) % 2**32)
 
 
 def index_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

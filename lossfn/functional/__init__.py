@@ -13,6 +13,19 @@ from ._classification import (
 )
 from ._classification import cross_entropy as cross_entropy
 from ._classification import nll_loss as nll_loss
+from ._embedding import cosine_embedding_loss as cosine_embedding_loss
+from ._embedding import hinge_embedding_loss as hinge_embedding_loss
+from ._embedding import margin_ranking_loss as margin_ranking_loss
+from ._embedding import pairwise_distance as pairwise_distance
+from ._embedding import triplet_margin_loss as triplet_margin_loss
+from ._embedding import triplet_margin_with_distance_loss as triplet_margin_with_distance_loss
+from ._margin import multi_margin_loss as multi_margin_loss
+from ._margin import soft_margin_loss as soft_margin_loss
+from ._multilabel import multilabel_margin_loss as multilabel_margin_loss
+from ._multilabel import multilabel_soft_margin_loss as multilabel_soft_margin_loss
+from ._probabilistic import gaussian_nll_loss as gaussian_nll_loss
+from ._probabilistic import kl_div as kl_div
+from ._probabilistic import poisson_nll_loss as poisson_nll_loss
 from ._regression import huber_loss as huber_loss
 from ._regression import l1_loss as l1_loss
 from ._regression import mse_loss as mse_loss

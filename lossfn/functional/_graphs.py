@@ -72,3 +72,32 @@ def run_classwise(graph: Any, input: Array, target: Array, *shared: Array, **hyp
         target_rows = mx.moveaxis(target, 1, -1).reshape(-1, num_classes) if target.ndim > 1 else target[None]
     out = graph(rows, target_rows, *shared, **hyper)
     return out.reshape(positions) if out.ndim else out
+
+
+@functools.cache
+def rescaled_class_graph(
+    loss: Callable[..., Any], reduction: str, weighted: bool, static: tuple[str, ...] = ()
+) -> Any:
+    """``reduce(weighted(loss, normalize=False))``, or ``reduce(loss)``: class weights that scale an
+    example's loss while a 'mean' still divides by the number of examples (PyTorch's
+    multi-margin loss). Keywords named in ``static`` (``p``) select the graph; other numeric
+    keywords (``margin``) enter it as arrays.
+    """
+
+    def composed(x: Array, y: Array, *weight: Array, **hyper: Any) -> Array:
+        f = T.weighted(loss, normalize=False) if weighted else loss
+        return T.reduce(f, reduction)(x, y, *weight, **hyper)
+
+    return T.compiled(composed, static=static)
+
+
+@functools.cache
+def static_graph(loss: Callable[..., Any], reduction: str, static: tuple[str, ...]) -> Any:
+    """``reduce(loss)`` whose numeric keywords named in ``static`` (a norm's order ``p``) select the
+    graph, steering Python control flow; other numeric keywords (``margin``) enter it as arrays.
+    """
+
+    def composed(*args: Array, **hyper: Any) -> Array:
+        return T.reduce(loss, reduction)(*args, **hyper)
+
+    return T.compiled(composed, static=static)

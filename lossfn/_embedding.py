@@ -1,0 +1,164 @@
+"""Embedding and ranking losses of one example: cosine embedding, triplet margin, margin ranking, hinge embedding.
+
+Vector losses take one example's embeddings ``(D,)`` and return a scalar; the ranking and
+hinge embedding losses are element-wise.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import mlx.core as mx
+
+Scalar = float | mx.array
+Distance = Callable[[mx.array, mx.array], mx.array]
+
+# PyTorch's cosine_embedding_loss adds this to each squared norm (ATen's EPSILON).
+_COSINE_EPS = 1e-12
+
+
+def clamp_min_zero(z: mx.array) -> mx.array:
+    r""":math:`\max(0, z)` with PyTorch's ``clamp_min`` gradient: 1 where :math:`z \ge 0`, the kink included.
+
+    (``mx.maximum(z, 0)`` sends the gradient at :math:`z = 0` to the constant; ``nan`` stays ``nan``.)
+    """
+    return mx.where(z < 0, 0, z)
+
+
+def _minimum(a: mx.array, b: mx.array) -> mx.array:
+    """Element-wise minimum whose gradient is split in halves at ties, as ``torch.minimum``'s."""
+    return mx.where(a < b, a, mx.where(b < a, b, 0.5 * (a + b)))
+
+
+def _norm(x: mx.array, p: float) -> mx.array:
+    r"""The :math:`p`-norm of ``x`` over its last axis, with PyTorch's gradients where it has a kink.
+
+    ``p`` is a static Python number in :math:`[0, \infty]`: 0 counts the non-zero entries
+    (gradient 0), ``inf`` is :math:`\max |x_i|` (ties share the gradient). Elsewhere
+    :math:`(\sum |x_i|^p)^{1/p}`; where the norm (or, for :math:`p < 1`, an entry) is 0 the
+    gradient is 0, as PyTorch's; ``where`` keeps the discarded branch finite.
+    """
+    if not p >= 0:
+        raise ValueError(f"the norm's order p must be non-negative (0 to inf), got p={p}")
+    if p == 0:
+        return mx.sum(mx.abs(x) > 0, axis=-1).astype(x.dtype)
+    if p == 1:
+        return mx.sum(mx.abs(x), axis=-1)
+    if p == math.inf:
+        return mx.max(mx.abs(x), axis=-1)
+    if p == 2:
+        total = mx.sum(mx.square(x), axis=-1)
+    else:
+        a = mx.abs(x)
+        total = mx.sum(mx.where(a > 0, mx.power(mx.where(a > 0, a, 1), p), 0), axis=-1)
+    positive = total > 0
+    safe = mx.where(positive, total, 1)
+    return mx.where(positive, mx.sqrt(safe) if p == 2 else mx.power(safe, 1 / p), 0)
+
+
+def pairwise_distance(x1: mx.array, x2: mx.array, *, p: float = 2.0, eps: Scalar = 1e-6) -> mx.array:
+    r"""PyTorch's pairwise distance over the last axis: :math:`\lVert x_1 - x_2 + \epsilon \rVert_p`.
+
+    ``eps`` is added to the difference (not to the norm), as ``torch.pairwise_distance``.
+    ``(D,)`` in, a scalar out (leading axes are kept).
+    """
+    return _norm(x1 - x2 + eps, p)
+
+
+def margin_ranking_loss(input1: mx.array, input2: mx.array, target: mx.array, *, margin: Scalar = 0.0) -> mx.array:
+    r"""Ranking hinge, element-wise: :math:`\ell = \max(0, -y (x_1 - x_2) + m)`, for :math:`y = \pm 1`."""
+    return clamp_min_zero(margin - target * (input1 - input2))
+
+
+def hinge_embedding_loss(input: mx.array, target: mx.array, *, margin: Scalar = 1.0) -> mx.array:
+    r"""Hinge embedding loss, element-wise, of distances ``input`` and labels :math:`y = \pm 1`:
+
+    .. math:: \ell = x \text{ if } y = 1, \quad \max(0, m - x) \text{ if } y = -1
+
+    As PyTorch, a label that is neither contributes both terms.
+    """
+    return mx.where(target == 1, 0, clamp_min_zero(margin - input)) + mx.where(target == -1, 0, input)
+
+
+def _cosine(x1: mx.array, x2: mx.array) -> mx.array:
+    r""":math:`x_1 \cdot x_2 / \sqrt{(\lVert x_1\rVert^2 + \epsilon)(\lVert x_2\rVert^2 + \epsilon)}`, PyTorch's
+    cosine in the embedding loss (:math:`\epsilon = 10^{-12}` keeps zero vectors at cosine 0)."""
+    squares = (mx.sum(mx.square(x1), axis=-1) + _COSINE_EPS) * (mx.sum(mx.square(x2), axis=-1) + _COSINE_EPS)
+    return mx.sum(x1 * x2, axis=-1) / mx.sqrt(squares)
+
+
+def cosine_embedding_loss(input1: mx.array, input2: mx.array, target: mx.array, *, margin: Scalar = 0.0) -> mx.array:
+    r"""Cosine embedding loss of one pair of embeddings ``(D,)`` and a label ``target`` (0-d), a scalar.
+
+    .. math:: \ell = 1 - \cos(x_1, x_2) \text{ if } y = 1, \quad \max(0, \cos(x_1, x_2) - m) \text{ if } y = -1
+
+    and 0 for any other label (as PyTorch).
+    """
+    cos = _cosine(input1, input2)
+    return mx.where(target == 1, 1 - cos, 0) + mx.where(target == -1, clamp_min_zero(cos - margin), 0)
+
+
+def triplet_margin_from_distances(
+    positive_distance: mx.array,
+    negative_distance: mx.array,
+    swap_distance: mx.array | None = None,
+    *,
+    margin: Scalar = 1.0,
+) -> mx.array:
+    r"""The triplet hinge on precomputed distances, element-wise: :math:`\max(0, m + d_+ - d_-)`.
+
+    With ``swap_distance`` (positive to negative), :math:`d_- = \min(d_-, d_{swap})`. This is
+    :func:`margin_ranking_loss` of :math:`(d_-, d_+)` with target 1.
+    """
+    if swap_distance is not None:
+        negative_distance = _minimum(negative_distance, swap_distance)
+    return margin_ranking_loss(negative_distance, positive_distance, 1, margin=margin)
+
+
+def triplet_margin_with_distance_loss(
+    anchor: mx.array,
+    positive: mx.array,
+    negative: mx.array,
+    *,
+    distance_function: Distance | None = None,
+    margin: Scalar = 1.0,
+    swap: bool = False,
+) -> mx.array:
+    r"""Triplet loss of one (anchor, positive, negative) triple ``(D,)`` under any distance, a scalar.
+
+    .. math:: \ell = \max(0, m + d(a, p) - d(a, n)), \quad d(a, n) \leftarrow \min(d(a, n), d(p, n)) \text{ if swap}
+
+    ``distance_function`` maps two embeddings of one example to a scalar (default:
+    :func:`pairwise_distance`, :math:`p = 2`, :math:`\epsilon = 10^{-6}`, as PyTorch); it is
+    traced, differentiated and vmapped with the loss, so it must be a pure MLX function.
+    """
+    distance = pairwise_distance if distance_function is None else distance_function
+    swap_distance = distance(positive, negative) if swap else None
+    return triplet_margin_from_distances(
+        distance(anchor, positive), distance(anchor, negative), swap_distance, margin=margin
+    )
+
+
+def triplet_margin_loss(
+    anchor: mx.array,
+    positive: mx.array,
+    negative: mx.array,
+    *,
+    margin: Scalar = 1.0,
+    p: float = 2.0,
+    eps: Scalar = 1e-6,
+    swap: bool = False,
+) -> mx.array:
+    r"""Triplet loss of one triple ``(D,)`` under the :math:`p`-norm pairwise distance, a scalar.
+
+    .. math:: \ell = \max(0, m + \lVert a - p + \epsilon\rVert_p - \lVert a - n + \epsilon\rVert_p)
+
+    :func:`triplet_margin_with_distance_loss` with ``pairwise_distance(p=p, eps=eps)``; ``p``
+    is static (it selects the norm's code).
+    """
+    distance = functools.partial(pairwise_distance, p=p, eps=eps)
+    return triplet_margin_with_distance_loss(
+        anchor, positive, negative, distance_function=distance, margin=margin, swap=swap
+    )

@@ -1,0 +1,93 @@
+"""Probabilistic losses of one example, element-wise: KL divergence, Poisson and Gaussian NLL.
+
+Each returns the element-wise loss, with the (broadcast) shape of ``input``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+Scalar = float | mx.array
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _xlogx(y: mx.array) -> mx.array:
+    r""":math:`y \log y`, exactly 0 at :math:`y = 0` with a finite gradient there.
+
+    The logarithm is taken of 1 where ``y == 0``, so the branch ``where`` discards has a
+    finite gradient too (``0 * log 0`` would make it ``nan``). ``y < 0`` gives ``nan``.
+    """
+    is_zero = y == 0
+    return mx.where(is_zero, 0, y * mx.log(mx.where(is_zero, 1, y)))
+
+
+def kl_div(input: mx.array, target: mx.array, *, log_target: bool = False) -> mx.array:
+    r"""Pointwise Kullback-Leibler divergence of log-probabilities ``input`` from ``target``.
+
+    .. math:: \ell = y (\log y - x) \quad\text{or, with log\_target:}\quad \ell = e^{y} (y - x)
+
+    A target of exactly 0 contributes 0, in value and gradient (:math:`0 \log 0 = 0`;
+    PyTorch's gradient in the target is ``nan`` there). Shapes: ``input`` and ``target``
+    alike (broadcastable); one loss per element.
+    """
+    if log_target:
+        return mx.exp(target) * (target - input)
+    return _xlogx(target) - target * input
+
+
+def _stirling(y: mx.array) -> mx.array:
+    r"""Stirling's term :math:`y \log y - y + \tfrac12 \log(2 \pi y)` where :math:`y > 1`, else 0.
+
+    Evaluated at 2 where masked, so the discarded branch (``log 0`` at ``y = 0``) has a
+    finite gradient: the gradient is 0 wherever :math:`y \le 1`.
+    """
+    above_one = y > 1
+    safe = mx.where(above_one, y, 2)
+    term = _xlogx(safe) - safe + 0.5 * mx.log(2 * math.pi * safe)
+    return mx.where(above_one, term, 0)
+
+
+def poisson_nll_loss(
+    input: mx.array,
+    target: mx.array,
+    *,
+    log_input: bool = True,
+    full: bool = False,
+    eps: Scalar = 1e-8,
+) -> mx.array:
+    r"""Negative log-likelihood of ``target`` counts under a Poisson of rate :math:`\lambda`, element-wise.
+
+    .. math:: \ell = e^{x} - y x \ \text{(log\_input)} \quad\text{or}\quad \ell = x - y \log(x + \epsilon)
+
+    ``full`` adds Stirling's approximation of :math:`\log y!`,
+    :math:`y \log y - y + \tfrac12 \log(2\pi y)`, only where :math:`y > 1` (as PyTorch). Shapes:
+    ``input`` and ``target`` alike; one loss per element.
+    """
+    loss = mx.exp(input) - target * input if log_input else input - target * mx.log(input + eps)
+    return loss + _stirling(target) if full else loss
+
+
+def gaussian_nll_loss(
+    input: mx.array,
+    target: mx.array,
+    var: mx.array,
+    *,
+    full: bool = False,
+    eps: Scalar = 1e-6,
+) -> mx.array:
+    r"""Negative log-likelihood of ``target`` under a Gaussian of mean ``input`` and variance ``var``, element-wise.
+
+    .. math:: \ell = \tfrac12 \left(\log \max(v, \epsilon) + \frac{(x - y)^2}{\max(v, \epsilon)}\right)
+              \; [+ \tfrac12 \log 2\pi \text{ if full}]
+
+    The clamp at ``eps`` changes the value only: the gradient passes straight through to
+    ``var``, as PyTorch clamps under ``no_grad``. ``var`` broadcasts against ``input``
+    (one variance per element, or shared); one loss per element.
+    """
+    # Value: max(var, eps). Gradient: that of var itself (var - sg(var) is exactly 0 in value).
+    var = mx.stop_gradient(mx.maximum(var, eps)) + (var - mx.stop_gradient(var))
+    loss = 0.5 * (mx.log(var) + mx.square(input - target) / var)
+    return loss + _HALF_LOG_2PI if full else loss

@@ -1,0 +1,67 @@
+"""PyTorch's margin losses: the multi-class hinge (multi-margin) and the soft margin."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from .. import _checks as C
+from .._margin import multi_margin_loss as _multi_margin
+from .._margin import soft_margin_loss as _soft_margin
+from ._graphs import elementwise_graph, rescaled_class_graph, run_elementwise
+
+Array = mx.array
+
+
+def multi_margin_loss(
+    input: Array,
+    target: Array,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """Multi-class hinge loss of scores and class indices; see :class:`lossfn.nn.MultiMarginLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    if p != 1 and p != 2:
+        raise ValueError(f"only p == 1 and p == 2 supported, got p={p!r}")
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    C.check_floating(input, "input")
+    if input.ndim > 2 or input.size == 0 and not (input.ndim == 2 and input.shape[1] > 0):
+        raise ValueError(
+            "input must be a non-empty vector (C,) or matrix (N, C) of class scores (or a 0-d "
+            f"score, one class); got shape {C.shape_str(input)}"
+        )
+    num_classes = 1 if input.ndim == 0 else input.shape[-1]
+    batch_size = 1 if input.ndim <= 1 else input.shape[0]
+    if target.ndim > 1 or target.size != batch_size:
+        raise ValueError(
+            f"target must hold one class index per example, shape ({batch_size},) or (), for input "
+            f"of shape {C.shape_str(input)}; got shape {C.shape_str(target)}"
+        )
+    C.check_integer(target, "target")
+    if weight is not None:
+        weight = C.as_array(weight, "weight")
+        C.check_class_weight(weight, num_classes)
+    C.check_class_indices(target, num_classes, None)
+    graph = rescaled_class_graph(_multi_margin, reduction, weight is not None, static=("p",))
+    shared = () if weight is None else (weight,)
+    out = graph(input.reshape(-1, num_classes), target.reshape(-1), *shared, p=int(p), margin=float(margin))
+    # 'none' comes back in the target's layout: (N,), or () for one example.
+    return out.reshape(target.shape) if out.ndim else out
+
+
+def soft_margin_loss(
+    input: Array,
+    target: Array,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """Two-class logistic loss for targets of +-1; see :class:`lossfn.nn.SoftMarginLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    C.check_floating(input, "input")
+    target = C.broadcast_to(target, input.shape, "target", "input").astype(input.dtype)
+    return run_elementwise(elementwise_graph(_soft_margin, reduction), input, target)

@@ -1,0 +1,80 @@
+"""PyTorch's multi-label losses: the multi-label hinge (margin) and soft margin losses."""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+from .. import _checks as C
+from .._multilabel import multilabel_margin_loss as _multilabel_margin
+from .._multilabel import multilabel_soft_margin_loss as _multilabel_soft_margin
+from ._graphs import elementwise_graph
+
+Array = mx.array
+
+
+def _rows(x: Array, num_classes: int) -> Array:
+    """``x`` with its leading axes flattened: one example (``num_classes`` scores) per row."""
+    return x.reshape(math.prod(x.shape[:-1]) if x.ndim else 1, num_classes)
+
+
+def multilabel_margin_loss(
+    input: Array,
+    target: Array,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """Multi-label hinge loss of scores and -1-padded label lists; see :class:`lossfn.nn.MultiLabelMarginLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    C.check_floating(input, "input")
+    if input.ndim > 2 or input.size == 0 and not (input.ndim == 2 and input.shape[1] > 0):
+        raise ValueError(
+            "input must be a non-empty vector (C,) or matrix (N, C) of class scores (or a 0-d "
+            f"score, one class); got shape {C.shape_str(input)}"
+        )
+    num_classes = 1 if input.ndim == 0 else input.shape[-1]
+    if input.ndim == 2:
+        target_fits = target.shape == input.shape
+    else:  # one example: PyTorch accepts any target of <= 1 dimension holding C entries
+        target_fits = target.ndim <= 1 and target.size == num_classes
+    if not target_fits:
+        raise ValueError(
+            f"target must have the shape of input, {C.shape_str(input)} (class indices padded with "
+            f"-1); got shape {C.shape_str(target)}"
+        )
+    C.check_integer(target, "target")
+    C.check_padded_class_indices(target, num_classes)
+    graph = elementwise_graph(_multilabel_margin, reduction)
+    out = graph(_rows(input, num_classes), _rows(target, num_classes))
+    # 'none' is one loss per example: (N,), or () for one example.
+    return out.reshape(input.shape[:1] if input.ndim == 2 else ()) if out.ndim else out
+
+
+def multilabel_soft_margin_loss(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Array:
+    """One-versus-all logistic loss over the last (class) axis; see :class:`lossfn.nn.MultiLabelSoftMarginLoss`."""
+    reduction = C.reduction_of(size_average, reduce, reduction)
+    input, target = C.as_array(input, "input"), C.as_array(target, "target")
+    C.check_floating(input, "input")
+    if input.ndim == 0:
+        raise ValueError("input must have a class axis (the last): shape (C,), (N, C) or (..., C); got a 0-d array")
+    num_classes = input.shape[-1]
+    # PyTorch broadcasts target and weight against the input without a warning.
+    target = C.broadcast_to(target, input.shape, "target", "input").astype(input.dtype)
+    rows = [_rows(input, num_classes), _rows(target, num_classes)]
+    if weight is not None:
+        weight = C.as_array(weight, "weight")
+        C.check_floating(weight, "weight")
+        rows.append(_rows(C.broadcast_to(weight, input.shape, "weight", "input"), num_classes))
+    out = elementwise_graph(_multilabel_soft_margin, reduction)(*rows)
+    # 'none' is one loss per example: the input's shape without its class axis.
+    return out.reshape(input.shape[:-1]) if out.ndim else out
