@@ -1,0 +1,139 @@
+"""Per-example gradients of every loss in the library: ``mx.vmap(mx.grad(f))`` over a batch of
+64 examples equals a Python loop of single-example ``mx.grad`` calls, with the library's
+transforms applied where a loss takes them."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from oracle import assert_close, rng
+
+import lossfn
+from transforms import Weighted, ignore_index, smooth_labels, weighted
+
+B, C, D = 64, 5, 6
+
+
+class Case(NamedTuple):
+    loss: Callable[..., Any]
+    inputs: Callable[[np.random.Generator], list[np.ndarray]]  # batched arrays, leading axis B
+    shared: int = 0  # how many trailing arguments are shared by the batch (in_axes None)
+
+
+def normal(r, *shape):
+    return r.normal(size=(B, *shape)).astype(np.float32)
+
+
+def signs(r, *shape):
+    return np.where(r.uniform(size=(B, *shape)) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def labels(r):
+    return r.integers(0, C, size=B).astype(np.int32)
+
+
+def padded_label_lists(r):
+    lists = np.stack([r.permutation(C) for _ in range(B)])
+    lists[np.arange(B), r.integers(0, C, size=B)] = -1
+    return lists.astype(np.int32)
+
+
+def log_probs(r):
+    x = normal(r, C)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def cosine_distance(x1, x2):
+    return 1 - mx.sum(x1 * x2) / mx.sqrt(mx.sum(x1 * x1) * mx.sum(x2 * x2))
+
+
+CASES: dict[str, Case] = {
+    "l1_loss": Case(lossfn.l1_loss, lambda r: [normal(r, D), normal(r, D)]),
+    "mse_loss": Case(lossfn.mse_loss, lambda r: [normal(r, D), normal(r, D)]),
+    "smooth_l1_loss": Case(functools.partial(lossfn.smooth_l1_loss, beta=0.5), lambda r: [normal(r, D), normal(r, D)]),
+    "huber_loss": Case(functools.partial(lossfn.huber_loss, delta=0.5), lambda r: [normal(r, D), normal(r, D)]),
+    "cross_entropy": Case(
+        ignore_index(smooth_labels(weighted(lossfn.cross_entropy), 0.1), 2),
+        lambda r: [normal(r, C), labels(r), r.uniform(0.5, 2, size=C).astype(np.float32)],
+        shared=1,
+    ),
+    "nll_loss": Case(
+        ignore_index(weighted(lossfn.nll_loss), 2),
+        lambda r: [log_probs(r), labels(r), r.uniform(0.5, 2, size=C).astype(np.float32)],
+        shared=1,
+    ),
+    "binary_cross_entropy": Case(
+        lossfn.binary_cross_entropy,
+        lambda r: [r.uniform(0.05, 0.95, size=(B, D)).astype(np.float32), r.uniform(size=(B, D)).astype(np.float32)],
+    ),
+    "binary_cross_entropy_with_logits": Case(
+        lossfn.binary_cross_entropy_with_logits,
+        lambda r: [normal(r, D), r.uniform(size=(B, D)).astype(np.float32), r.uniform(0.5, 3, size=(B, D)).astype(np.float32)],
+    ),
+    "kl_div": Case(lossfn.kl_div, lambda r: [log_probs(r), np.exp(log_probs(r))]),
+    "poisson_nll_loss": Case(
+        functools.partial(lossfn.poisson_nll_loss, full=True),
+        lambda r: [normal(r, D), r.poisson(3.0, size=(B, D)).astype(np.float32)],
+    ),
+    "gaussian_nll_loss": Case(
+        lossfn.gaussian_nll_loss, lambda r: [normal(r, D), normal(r, D), r.uniform(0.5, 2, size=(B, D)).astype(np.float32)]
+    ),
+    "cosine_embedding_loss": Case(
+        functools.partial(lossfn.cosine_embedding_loss, margin=0.1), lambda r: [normal(r, D), normal(r, D), signs(r)]
+    ),
+    "triplet_margin_loss": Case(
+        functools.partial(lossfn.triplet_margin_loss, swap=True), lambda r: [normal(r, D), normal(r, D), normal(r, D)]
+    ),
+    "triplet_margin_with_distance_loss": Case(
+        functools.partial(lossfn.triplet_margin_with_distance_loss, distance_function=cosine_distance, margin=0.5),
+        lambda r: [normal(r, D), normal(r, D), normal(r, D)],
+    ),
+    "margin_ranking_loss": Case(
+        functools.partial(lossfn.margin_ranking_loss, margin=0.1), lambda r: [normal(r), normal(r), signs(r)]
+    ),
+    "hinge_embedding_loss": Case(lossfn.hinge_embedding_loss, lambda r: [np.abs(normal(r, D)), signs(r, D)]),
+    "multilabel_margin_loss": Case(lossfn.multilabel_margin_loss, lambda r: [normal(r, C), padded_label_lists(r)]),
+    "multilabel_soft_margin_loss": Case(
+        lossfn.multilabel_soft_margin_loss,
+        lambda r: [normal(r, C), (r.uniform(size=(B, C)) > 0.5).astype(np.float32), r.uniform(0.5, 2, size=C).astype(np.float32)],
+        shared=1,
+    ),
+    "multi_margin_loss": Case(
+        weighted(functools.partial(lossfn.multi_margin_loss, p=2, margin=0.5), normalize=False),
+        lambda r: [normal(r, C), labels(r), r.uniform(0.5, 2, size=C).astype(np.float32)],
+        shared=1,
+    ),
+    "soft_margin_loss": Case(lossfn.soft_margin_loss, lambda r: [normal(r, D), signs(r, D)]),
+    "pairwise_distance": Case(functools.partial(lossfn.pairwise_distance, p=1.5), lambda r: [normal(r, D), normal(r, D)]),
+}
+
+
+def test_every_loss_in_the_library_has_a_case():
+    assert set(lossfn.__all__) <= set(CASES)
+
+
+def scalar_loss(loss: Callable[..., Any]) -> Callable[..., mx.array]:
+    """One example's loss as one number: element-wise losses are summed over the example."""
+
+    def scalar(x, *rest):
+        out = loss(x, *rest)
+        return mx.sum(out.value if isinstance(out, Weighted) else out)
+
+    return scalar
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vmap_of_grad_equals_a_loop_of_grads(name):
+    case = CASES[name]
+    args = [mx.array(a) for a in case.inputs(rng("per-example", name))]
+    in_axes = (0,) * (len(args) - case.shared) + (None,) * case.shared
+    grad = mx.grad(scalar_loss(case.loss))
+    vmapped = mx.vmap(grad, in_axes=in_axes)(*args)
+    looped = mx.stack([grad(*[a if ax is None else a[i] for a, ax in zip(args, in_axes)]) for i in range(B)])
+    assert vmapped.shape == args[0].shape
+    assert np.isfinite(np.asarray(vmapped)).all()
+    assert_close(vmapped, looped)
