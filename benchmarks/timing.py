@@ -30,16 +30,7 @@ def first_call(fn: Callable[[], Any]) -> float:
 
 def compare(candidates: dict[str, Callable[[], Any]], repeats: int = 15, warmup: int = 2) -> dict[str, float]:
     """Median seconds per call of each candidate, run interleaved so noise hits all alike."""
-    for fn in candidates.values():
-        for _ in range(warmup):
-            force(fn())
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            force(fn())
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: statistics.median(t) for name, t in samples(candidates, repeats, warmup).items()}
 
 
 def report(title: str, medians: dict[str, float], baseline: str) -> str:
@@ -48,4 +39,48 @@ def report(title: str, medians: dict[str, float], baseline: str) -> str:
     lines = [title]
     for name, t in medians.items():
         lines.append(f"  {name:<28} {t * 1e3:9.3f} ms   x{t / base:5.2f} vs {baseline}")
+    return "\n".join(lines)
+
+
+def samples(
+    candidates: dict[str, Callable[[], Any]], repeats: int = 15, warmup: int = 2, settle: float = 0.0
+) -> dict[str, list[float]]:
+    """Seconds of each call, ``repeats`` rounds of the candidates run one after the other.
+
+    ``settle`` seconds of sleep (untimed) precede each call: after a multi-threaded torch op,
+    its OpenMP workers spin for a few ms and slow the next call by up to 50% on 2 cores.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            force(fn())
+    out: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            if settle:
+                time.sleep(settle)
+            start = time.perf_counter()
+            force(fn())
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def compare_paired(
+    candidates: dict[str, Callable[[], Any]], baseline: str, repeats: int = 15, warmup: int = 2
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Medians as in ``compare``, and for each candidate the median over rounds of
+    ``time / baseline's time in the same round``: load that drifts between rounds cancels.
+    """
+    s = samples(candidates, repeats, warmup)
+    medians = {name: statistics.median(t) for name, t in s.items()}
+    ratios = {name: statistics.median(a / b for a, b in zip(t, s[baseline])) for name, t in s.items()}
+    return medians, ratios
+
+
+def report_paired(title: str, medians: dict[str, float], ratios: dict[str, float], baseline: str) -> str:
+    """Like ``report``, with the paired ratio (median of per-round ratios) as well."""
+    lines = [title]
+    for name, t in medians.items():
+        lines.append(
+            f"  {name:<28} {t * 1e3:9.3f} ms   x{t / medians[baseline]:5.2f} (paired x{ratios[name]:5.2f}) vs {baseline}"
+        )
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from ._regression import huber_loss as huber_loss
 from ._regression import l1_loss as l1_loss
 from ._regression import mse_loss as mse_loss
 from ._regression import smooth_l1_loss as smooth_l1_loss
+from ._sequence import ctc_loss as ctc_loss
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cosine_embedding_loss",
     "cross_entropy",
+    "ctc_loss",
     "gaussian_nll_loss",
     "hinge_embedding_loss",
     "huber_loss",

@@ -87,6 +87,12 @@ def _distances_labels(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return np.abs(r.normal(size=(8, 5))).astype(np.float32), _signs(r, 8, 5)
 
 
+def _ctc_batch(r: np.random.Generator) -> tuple[np.ndarray, ...]:
+    frames = r.normal(size=(12, 4, 5))  # (T, N, C)
+    log_probs = (frames - np.log(np.exp(frames).sum(-1, keepdims=True))).astype(np.float32)
+    return log_probs, r.integers(1, 5, size=(4, 3)), np.full(4, 12), r.integers(1, 4, size=4)
+
+
 DEMOS: list[Demo] = [
     Demo("l1_loss", _pair),
     Demo("mse_loss", _pair),
@@ -108,6 +114,7 @@ DEMOS: list[Demo] = [
     Demo("triplet_margin_with_distance_loss", _triples, {"margin": 0.5}),
     Demo("margin_ranking_loss", _scores_labels, {"margin": 0.1}),
     Demo("hinge_embedding_loss", _distances_labels),
+    Demo("ctc_loss", _ctc_batch),
 ]
 
 

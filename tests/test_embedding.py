@@ -157,10 +157,10 @@ def test_triplet_p0_counts_nonzero_entries():
 
 def test_triplet_new_margin_eps_do_not_recompile():
     from lossfn.functional._embedding import _triplet_margin
-    from lossfn.functional._graphs import static_graph
+    from lossfn.functional._graphs import reduce_graph
 
     a, pos, neg = (to_mx(x) for x in triplet_data(rng("recompile"), "batched"))
-    graph = static_graph(_triplet_margin, "sum", ("p",))
+    graph = reduce_graph(_triplet_margin, "sum", static=("p",))
     F.triplet_margin_loss(a, pos, neg, reduction="sum", p=1.5)
     traces = graph.traces
     for margin, eps in [(0.3, 1e-6), (2.0, 1e-3)]:

@@ -51,6 +51,14 @@ def cosine_distance(x1, x2):
     return 1 - mx.sum(x1 * x2) / mx.sqrt(mx.sum(x1 * x1) * mx.sum(x2 * x2))
 
 
+def ctc_inputs(r):
+    """Frames (B, 6, C) of log-probabilities, targets (B, 3) padded, input and target lengths."""
+    frames = r.normal(size=(B, 6, C))
+    log_probs = (frames - np.log(np.exp(frames).sum(-1, keepdims=True))).astype(np.float32)
+    targets = r.integers(1, C, size=(B, 3)).astype(np.int32)
+    return [log_probs, targets, np.full(B, 6, dtype=np.int32), r.integers(0, 4, size=B).astype(np.int32)]
+
+
 CASES: dict[str, Case] = {
     "l1_loss": Case(lossfn.l1_loss, lambda r: [normal(r, D), normal(r, D)]),
     "mse_loss": Case(lossfn.mse_loss, lambda r: [normal(r, D), normal(r, D)]),
@@ -108,6 +116,7 @@ CASES: dict[str, Case] = {
         shared=1,
     ),
     "soft_margin_loss": Case(lossfn.soft_margin_loss, lambda r: [normal(r, D), signs(r, D)]),
+    "ctc_loss": Case(lossfn.ctc_loss, ctc_inputs),
     "pairwise_distance": Case(functools.partial(lossfn.pairwise_distance, p=1.5), lambda r: [normal(r, D), normal(r, D)]),
 }
 

@@ -225,10 +225,10 @@ def count_traces(monkeypatch):
     monkeypatch.setattr(compile_module, "_trace", counting_trace)
     from lossfn.functional import _graphs
 
-    _graphs.elementwise_graph.cache_clear()
+    _graphs.reduce_graph.cache_clear()
     _graphs.class_graph.cache_clear()
     yield counter
-    _graphs.elementwise_graph.cache_clear()
+    _graphs.reduce_graph.cache_clear()
     _graphs.class_graph.cache_clear()
 
 

@@ -6,6 +6,13 @@ Every combinator returns a pure function of arrays, so they nest and compose wit
 
 from ._compile import compiled as compiled
 from ._masking import ignore_index as ignore_index
+from ._per_example import clip_and_sum as clip_and_sum
+from ._per_example import clipped_grad as clipped_grad
+from ._per_example import grad_norms as grad_norms
+from ._per_example import module_loss as module_loss
+from ._per_example import per_example_grad_norms as per_example_grad_norms
+from ._per_example import per_example_value_and_grad as per_example_value_and_grad
+from ._per_example import reduce_example as reduce_example
 from ._reduce import REDUCTIONS as REDUCTIONS
 from ._reduce import Reduction as Reduction
 from ._reduce import Weighted as Weighted
@@ -14,6 +21,8 @@ from ._reduce import batched as batched
 from ._reduce import reduce as reduce
 from ._reduce import reduce_values as reduce_values
 from ._smoothing import smooth_labels as smooth_labels
+from ._tree import reduce_tree as reduce_tree
+from ._tree import tree_loss as tree_loss
 from ._weighting import is_index as is_index
 from ._weighting import rescaled as rescaled
 from ._weighting import weighted as weighted
@@ -24,12 +33,21 @@ __all__ = [
     "Weighted",
     "accurate_sum",
     "batched",
+    "clip_and_sum",
+    "clipped_grad",
     "compiled",
+    "grad_norms",
     "ignore_index",
     "is_index",
+    "module_loss",
+    "per_example_grad_norms",
+    "per_example_value_and_grad",
     "reduce",
+    "reduce_example",
+    "reduce_tree",
     "reduce_values",
     "rescaled",
     "smooth_labels",
+    "tree_loss",
     "weighted",
 ]

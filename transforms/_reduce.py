@@ -40,20 +40,21 @@ class Weighted(NamedTuple):
     weight: mx.array
 
 
-def accurate_sum(x: mx.array) -> mx.array:
-    """Sum of all elements of ``x``, in stages of ``_RUN`` so float32 does not saturate.
+def accurate_sum(x: mx.array, axis: int | None = None) -> mx.array:
+    """Sum of ``x`` (all elements, or along ``axis``) in stages of ``_RUN``, so float32 does not saturate.
 
     Half-precision inputs are accumulated in float32 and returned in their own dtype.
     """
     dtype = x.dtype
-    x = x.reshape(-1)
+    x = x.reshape(-1) if axis is None else mx.moveaxis(x, axis, -1)
     if mx.issubdtype(dtype, mx.floating) and dtype != mx.float32 and dtype != mx.float64:
         x = x.astype(mx.float32)
-    while x.size > _RUN:
-        head = (x.size // _RUN) * _RUN
-        partial = x[:head].reshape(-1, _RUN).sum(axis=1)
-        x = partial if head == x.size else mx.concatenate([partial, x[head:].sum(keepdims=True)])
-    return x.sum().astype(dtype)
+    lead = x.shape[:-1]
+    while x.shape[-1] > _RUN:
+        head = (x.shape[-1] // _RUN) * _RUN
+        partial = x[..., :head].reshape(*lead, -1, _RUN).sum(axis=-1)
+        x = partial if head == x.shape[-1] else mx.concatenate([partial, x[..., head:].sum(axis=-1, keepdims=True)], axis=-1)
+    return x.sum(axis=-1).astype(dtype)
 
 
 def batch_axes(loss: Loss, num_args: int) -> tuple[int | None, ...]:

@@ -11,7 +11,7 @@ from ._reduce import Loss, Weighted
 from ._weighting import is_index
 
 
-def smooth_labels(loss: Loss, alpha: float | mx.array) -> Loss:
+def smooth_labels(loss: Loss, alpha: float | mx.array, *, linear: bool = False) -> Loss:
     """``f(x, y, *rest)`` -> the loss against the target ``(1 - alpha) y + alpha / C``.
 
     ``C = x.shape[-1]``. For a probability target that target is passed to ``f``. For a class
@@ -24,6 +24,9 @@ def smooth_labels(loss: Loss, alpha: float | mx.array) -> Loss:
     ``vmap`` over classes, so work that does not depend on the class (a log-softmax) is done
     once. If ``f`` returns a :class:`Weighted`, the example keeps the weight of its true
     label: ``smooth_labels(weighted(cross_entropy), a)`` is PyTorch's weighted smoothing.
+    With ``linear`` (``f`` takes distributions and is linear in them, as cross-entropy is)
+    ``f`` is called once, at the smoothed distribution: no gather over the classes, and work
+    shared by both terms is done and differentiated once.
     """
 
     @functools.wraps(loss)
@@ -33,6 +36,11 @@ def smooth_labels(loss: Loss, alpha: float | mx.array) -> Loss:
         if not is_index(target):
             return loss(x, (1 - alpha) * target + alpha / num_classes, *rest, **static)
         hard = loss(*args, **static)
+        if linear:  # ``hard`` only lends its weight: its value is unused, never computed
+            smoothed = (1 - alpha) * (mx.arange(num_classes) == target) + alpha / num_classes
+            out = loss(x, smoothed.astype(x.dtype), *rest, **static)
+            value = out.value if isinstance(out, Weighted) else out
+            return Weighted(value, hard.weight) if isinstance(hard, Weighted) else value
         every = mx.vmap(lambda c: loss(x, c, *rest, **static))(mx.arange(num_classes))
 
         def mix(h: mx.array, e: mx.array) -> mx.array:

@@ -30,3 +30,4 @@ from ._regression import huber_loss as huber_loss
 from ._regression import l1_loss as l1_loss
 from ._regression import mse_loss as mse_loss
 from ._regression import smooth_l1_loss as smooth_l1_loss
+from ._sequence import ctc_loss as ctc_loss

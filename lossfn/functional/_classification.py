@@ -14,7 +14,7 @@ from .._classification import binary_cross_entropy as _bce
 from .._classification import binary_cross_entropy_with_logits as _bce_logits
 from .._classification import cross_entropy as _cross_entropy
 from .._classification import nll_loss as _nll_loss
-from ._graphs import class_graph, elementwise_graph, run_classwise, run_elementwise
+from ._graphs import class_graph, reduce_graph, run_classwise, run_elementwise
 
 Array = mx.array
 
@@ -107,9 +107,9 @@ def _binary(
 ) -> Array:
     """Run a binary loss of ``(input, target, *extra)`` with BCE's element-wise ``weight``."""
     if weight is None:
-        return run_elementwise(elementwise_graph(loss, reduction), input, target, *extra)
+        return run_elementwise(reduce_graph(loss, reduction), input, target, *extra)
     weight = C.broadcast_to(C.as_array(weight, "weight"), input.shape, "weight", "input")
-    return run_elementwise(elementwise_graph(loss, reduction, "rescale"), input, target, *extra, weight)
+    return run_elementwise(reduce_graph(loss, reduction, "rescale"), input, target, *extra, weight)
 
 
 def binary_cross_entropy(

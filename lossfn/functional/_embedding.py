@@ -15,7 +15,7 @@ from .._embedding import margin_ranking_loss as _margin_ranking
 from .._embedding import pairwise_distance as _pairwise_distance
 from .._embedding import triplet_margin_from_distances as _triplet_from_distances
 from .._embedding import triplet_margin_loss as _triplet_margin
-from ._graphs import elementwise_graph, run_elementwise, static_graph
+from ._graphs import reduce_graph, run_elementwise
 
 Array = mx.array
 
@@ -69,7 +69,7 @@ def cosine_embedding_loss(
             f"with sizes {C.shape_str(input1)} and {C.shape_str(input2)}."
         )
     input1, input2 = C.broadcast_arrays(input1=input1, input2=input2)
-    graph = elementwise_graph(_cosine_embedding, reduction)
+    graph = reduce_graph(_cosine_embedding, reduction)
     if target.ndim == 0:
         return _one_example(graph, input1, input2, target, margin=float(margin))
     # The batch axis broadcasts too, as in PyTorch: inputs (1, D) against a target (N,), or the reverse.
@@ -117,7 +117,7 @@ def triplet_margin_loss(
     triple = C.broadcast_arrays(anchor=triple[0], positive=triple[1], negative=triple[2])
     if not p >= 0:
         raise ValueError(f"p must be non-negative (0 to inf), got p={p}")
-    graph = static_graph(_triplet_margin, reduction, ("p",))
+    graph = reduce_graph(_triplet_margin, reduction, static=("p",))
     hyper = dict(margin=float(margin), p=float(p), eps=float(eps), swap=bool(swap))
     if triple[0].ndim > 1:  # (N, D) or (N, ..., D): the distance is over the last axis
         return graph(*triple, **hyper)
@@ -153,7 +153,7 @@ def triplet_margin_with_distance_loss(
         distances.append(distance_function(positive, negative))
     names = ("positive_distance", "negative_distance", "swap_distance")
     distances = C.broadcast_arrays(**{n: C.as_array(d, n) for n, d in zip(names, distances)})
-    graph = elementwise_graph(_triplet_from_distances, reduction)
+    graph = reduce_graph(_triplet_from_distances, reduction)
     return run_elementwise(graph, *distances, margin=float(margin))
 
 
@@ -176,7 +176,7 @@ def margin_ranking_loss(
             f"input1: {C.shape_str(input1)}, input2: {C.shape_str(input2)}, target: {C.shape_str(target)}"
         )
     arrays = C.broadcast_arrays(input1=input1, input2=input2, target=target)
-    return run_elementwise(elementwise_graph(_margin_ranking, reduction), *arrays, margin=float(margin))
+    return run_elementwise(reduce_graph(_margin_ranking, reduction), *arrays, margin=float(margin))
 
 
 def hinge_embedding_loss(
@@ -191,4 +191,4 @@ def hinge_embedding_loss(
     reduction = C.reduction_of(size_average, reduce, reduction)
     (input,) = _floating(input=input)
     arrays = C.broadcast_arrays(input=input, target=C.as_array(target, "target"))
-    return run_elementwise(elementwise_graph(_hinge_embedding, reduction), *arrays, margin=float(margin))
+    return run_elementwise(reduce_graph(_hinge_embedding, reduction), *arrays, margin=float(margin))

@@ -23,14 +23,30 @@ Array = mx.array
 
 
 @functools.cache
-def elementwise_graph(loss: Callable[..., Any], reduction: str, scaling: str | None = None) -> Any:
-    """``reduce(loss)``, or ``reduce(rescaled(loss))`` with ``scaling`` 'rescale' | 'normalize'."""
+def reduce_graph(
+    loss: Callable[..., Any], reduction: str, weighting: str | None = None, static: tuple[str, ...] = ()
+) -> Any:
+    """``reduce(loss)``, with an optional weighting transform appended:
+
+    - ``'rescale'`` / ``'normalize'``: ``rescaled(loss, normalize=...)``, an element-wise weight
+      (PyTorch's ``weight`` of BCE and Huber / of L1 and MSE);
+    - ``'class'``: ``weighted(loss, normalize=False)``, a class weight that scales an example
+      while a 'mean' still divides by the number of examples (PyTorch's multi-margin loss).
+
+    Keywords named in ``static`` (a norm's order ``p``) select the graph; other numeric keywords
+    (``margin``, ``beta``) enter it as arrays.
+    """
 
     def composed(*args: Array, **hyper: Any) -> Array:
-        f = loss if scaling is None else T.rescaled(loss, normalize=scaling == "normalize")
+        if weighting == "class":
+            f = T.weighted(loss, normalize=False)
+        elif weighting is not None:
+            f = T.rescaled(loss, normalize=weighting == "normalize")
+        else:
+            f = loss
         return T.reduce(f, reduction)(*args, **hyper)
 
-    return T.compiled(composed)
+    return T.compiled(composed, static=static)
 
 
 @functools.cache
@@ -39,7 +55,7 @@ def class_graph(loss: Callable[..., Any], reduction: str, weighted: bool, smooth
 
     def composed(x: Array, y: Array, *weight: Array, index: Array, alpha: Array) -> Array:
         f = T.weighted(loss) if weighted else loss
-        f = T.smooth_labels(f, alpha) if smoothed else f
+        f = T.smooth_labels(f, alpha, linear=True) if smoothed else f  # PyTorch smooths only CE
         return T.reduce(T.ignore_index(f, index), reduction)(x, y, *weight)
 
     return T.compiled(composed)
@@ -72,32 +88,3 @@ def run_classwise(graph: Any, input: Array, target: Array, *shared: Array, **hyp
         target_rows = mx.moveaxis(target, 1, -1).reshape(-1, num_classes) if target.ndim > 1 else target[None]
     out = graph(rows, target_rows, *shared, **hyper)
     return out.reshape(positions) if out.ndim else out
-
-
-@functools.cache
-def rescaled_class_graph(
-    loss: Callable[..., Any], reduction: str, weighted: bool, static: tuple[str, ...] = ()
-) -> Any:
-    """``reduce(weighted(loss, normalize=False))``, or ``reduce(loss)``: class weights that scale an
-    example's loss while a 'mean' still divides by the number of examples (PyTorch's
-    multi-margin loss). Keywords named in ``static`` (``p``) select the graph; other numeric
-    keywords (``margin``) enter it as arrays.
-    """
-
-    def composed(x: Array, y: Array, *weight: Array, **hyper: Any) -> Array:
-        f = T.weighted(loss, normalize=False) if weighted else loss
-        return T.reduce(f, reduction)(x, y, *weight, **hyper)
-
-    return T.compiled(composed, static=static)
-
-
-@functools.cache
-def static_graph(loss: Callable[..., Any], reduction: str, static: tuple[str, ...]) -> Any:
-    """``reduce(loss)`` whose numeric keywords named in ``static`` (a norm's order ``p``) select the
-    graph, steering Python control flow; other numeric keywords (``margin``) enter it as arrays.
-    """
-
-    def composed(*args: Array, **hyper: Any) -> Array:
-        return T.reduce(loss, reduction)(*args, **hyper)
-
-    return T.compiled(composed, static=static)

@@ -7,7 +7,7 @@ import mlx.core as mx
 from .. import _checks as C
 from .._margin import multi_margin_loss as _multi_margin
 from .._margin import soft_margin_loss as _soft_margin
-from ._graphs import elementwise_graph, rescaled_class_graph, run_elementwise
+from ._graphs import reduce_graph, run_elementwise
 
 Array = mx.array
 
@@ -45,7 +45,7 @@ def multi_margin_loss(
         weight = C.as_array(weight, "weight")
         C.check_class_weight(weight, num_classes)
     C.check_class_indices(target, num_classes, None)
-    graph = rescaled_class_graph(_multi_margin, reduction, weight is not None, static=("p",))
+    graph = reduce_graph(_multi_margin, reduction, "class" if weight is not None else None, static=("p",))
     shared = () if weight is None else (weight,)
     out = graph(input.reshape(-1, num_classes), target.reshape(-1), *shared, p=int(p), margin=float(margin))
     # 'none' comes back in the target's layout: (N,), or () for one example.
@@ -64,4 +64,4 @@ def soft_margin_loss(
     input, target = C.as_array(input, "input"), C.as_array(target, "target")
     C.check_floating(input, "input")
     target = C.broadcast_to(target, input.shape, "target", "input").astype(input.dtype)
-    return run_elementwise(elementwise_graph(_soft_margin, reduction), input, target)
+    return run_elementwise(reduce_graph(_soft_margin, reduction), input, target)

@@ -9,7 +9,7 @@ import mlx.core as mx
 from .. import _checks as C
 from .._multilabel import multilabel_margin_loss as _multilabel_margin
 from .._multilabel import multilabel_soft_margin_loss as _multilabel_soft_margin
-from ._graphs import elementwise_graph
+from ._graphs import reduce_graph
 
 Array = mx.array
 
@@ -47,7 +47,7 @@ def multilabel_margin_loss(
         )
     C.check_integer(target, "target")
     C.check_padded_class_indices(target, num_classes)
-    graph = elementwise_graph(_multilabel_margin, reduction)
+    graph = reduce_graph(_multilabel_margin, reduction)
     out = graph(_rows(input, num_classes), _rows(target, num_classes))
     # 'none' is one loss per example: (N,), or () for one example.
     return out.reshape(input.shape[:1] if input.ndim == 2 else ()) if out.ndim else out
@@ -75,6 +75,6 @@ def multilabel_soft_margin_loss(
         weight = C.as_array(weight, "weight")
         C.check_floating(weight, "weight")
         rows.append(_rows(C.broadcast_to(weight, input.shape, "weight", "input"), num_classes))
-    out = elementwise_graph(_multilabel_soft_margin, reduction)(*rows)
+    out = reduce_graph(_multilabel_soft_margin, reduction)(*rows)
     # 'none' is one loss per example: the input's shape without its class axis.
     return out.reshape(input.shape[:-1]) if out.ndim else out

@@ -13,7 +13,7 @@ from .. import _checks as C
 from .._probabilistic import gaussian_nll_loss as _gaussian_nll
 from .._probabilistic import kl_div as _kl_div
 from .._probabilistic import poisson_nll_loss as _poisson_nll
-from ._graphs import elementwise_graph, run_elementwise
+from ._graphs import reduce_graph, run_elementwise
 
 Array = mx.array
 
@@ -52,9 +52,9 @@ def kl_div(
     input, target = C.broadcast_arrays(input=input, target=target)
     if reduction == "batchmean" and input.ndim and input.shape[0] != batch_size:
         # PyTorch divides by input.size(0) even where target broadcasts input over a larger batch.
-        total = run_elementwise(elementwise_graph(_kl_div, "sum"), input, target, log_target=log_target)
+        total = run_elementwise(reduce_graph(_kl_div, "sum"), input, target, log_target=log_target)
         return total / batch_size
-    return run_elementwise(elementwise_graph(_kl_div, reduction), input, target, log_target=log_target)
+    return run_elementwise(reduce_graph(_kl_div, reduction), input, target, log_target=log_target)
 
 
 def poisson_nll_loss(
@@ -71,7 +71,7 @@ def poisson_nll_loss(
     reduction = C.reduction_of(size_average, reduce, reduction)
     input, target = _floating_pair(input, target)
     input, target = C.broadcast_arrays(input=input, target=target)
-    graph = elementwise_graph(_poisson_nll, reduction)
+    graph = reduce_graph(_poisson_nll, reduction)
     return run_elementwise(graph, input, target, log_input=bool(log_input), full=bool(full), eps=float(eps))
 
 
@@ -116,5 +116,5 @@ def gaussian_nll_loss(
     var = _homoscedastic_var(input, var)
     reduction = C.reduction_of(None, None, reduction)
     input, target, var = C.broadcast_arrays(input=input, target=target, var=var)
-    graph = elementwise_graph(_gaussian_nll, reduction)
+    graph = reduce_graph(_gaussian_nll, reduction)
     return run_elementwise(graph, input, target, var, full=bool(full), eps=float(eps))

@@ -12,7 +12,7 @@ from .._regression import huber_loss as _huber
 from .._regression import l1_loss as _l1
 from .._regression import mse_loss as _mse
 from .._regression import smooth_l1_loss as _smooth_l1
-from ._graphs import elementwise_graph, run_elementwise
+from ._graphs import reduce_graph, run_elementwise
 
 Array = mx.array
 
@@ -30,14 +30,14 @@ def _regression(
     C.check_floating(input, "input")
     input, target = C.broadcast_pair(input, target)
     if weight is None:
-        return run_elementwise(elementwise_graph(loss, reduction), input, target, **hyper)
+        return run_elementwise(reduce_graph(loss, reduction), input, target, **hyper)
     weight = C.as_array(weight, "weight")
     if weight.shape != input.shape:
         raise ValueError(
             f"weight must have the shape of input: input has shape {C.shape_str(input)}, "
             f"weight has shape {C.shape_str(weight)}"
         )
-    return run_elementwise(elementwise_graph(loss, reduction, scaling), input, target, weight, **hyper)
+    return run_elementwise(reduce_graph(loss, reduction, scaling), input, target, weight, **hyper)
 
 
 def l1_loss(

@@ -26,3 +26,4 @@ from ._regression import HuberLoss as HuberLoss
 from ._regression import L1Loss as L1Loss
 from ._regression import MSELoss as MSELoss
 from ._regression import SmoothL1Loss as SmoothL1Loss
+from ._sequence import CTCLoss as CTCLoss

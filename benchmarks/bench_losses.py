@@ -1,0 +1,531 @@
+"""Time lossfn's losses against ``mlx.nn.losses`` and PyTorch, forward and forward+backward.
+
+Run ``python benchmarks/bench_losses.py`` (``--quick`` for sizes 16x smaller, ``--only ce``
+to run the cases whose name contains ``ce``, ``--budget`` seconds per case). The candidates
+of a case run interleaved, round after round (``timing.samples``, with a short untimed pause
+before each call); a ratio is the median over rounds of the two times in the same round, so
+load that drifts between rounds cancels. The candidates:
+
+* ``ours``: the public ``lossfn.functional`` call, argument checks and batch layout included;
+* ``graph``: the compiled composition alone (``_graphs.reduce_graph`` / ``class_graph``);
+* ``mlx`` / ``mlx-c``: the ``mlx.nn.losses`` counterpart, eager and under ``mx.compile``;
+* ``torch``: ``torch.nn.functional``, eager, on the CPU, default thread count.
+
+Forward+backward is ``mx.value_and_grad`` with respect to the first input (the loss value is
+evaluated too, as in training) and ``torch.autograd.grad`` after the forward. The target of
+the foundation issue is ``ours / mlx-c <= 1.05`` at the median over the cases. The last
+section times ``transforms.accurate_sum`` against ``mx.sum`` on 2**24 and 2**27 elements.
+
+A case is a row of ``CASES``: a name, a function making NumPy inputs for a size ``scale``,
+and the loss on each side. Add a loss by adding a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn.losses as mlx_losses
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import samples
+
+import lossfn
+import lossfn.functional as F
+import transforms as T
+from lossfn.functional._graphs import class_graph, reduce_graph
+
+try:
+    import torch
+    import torch.nn.functional as TF
+except ImportError:  # torch is optional: its columns are left empty
+    torch = None  # type: ignore[assignment]
+    TF = None  # type: ignore[assignment]
+
+Inputs = Sequence[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark row. Every loss takes the inputs of ``make_inputs`` in order; the first is differentiated."""
+
+    name: str
+    size: str  # the shape timed at scale 1, for the table
+    make_inputs: Callable[
+        [int], Inputs
+    ]  # scale (1, or 16 with --quick) -> NumPy inputs
+    ours: Callable[..., mx.array]  # the public lossfn.functional call
+    graph: Callable[
+        ..., mx.array
+    ]  # the compiled composition alone: no checks, no layout
+    mlx: Callable[..., mx.array] | None  # the mlx.nn.losses counterpart, or None
+    torch: Callable[..., Any] | None  # the torch.nn.functional counterpart, or None
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+_rng = np.random.default_rng(0)
+
+
+def _normal(*shape: int) -> np.ndarray:
+    return _rng.standard_normal(shape, dtype=np.float32)
+
+
+def _uniform(*shape: int) -> np.ndarray:
+    return _rng.random(shape, dtype=np.float32)
+
+
+def _classes(num_classes: int, *shape: int, ignored: float = 0.0) -> np.ndarray:
+    y = _rng.integers(0, num_classes, shape)
+    if ignored:
+        y[_rng.random(shape) < ignored] = -100
+    return y
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def elementwise_pair(n: int, kind: str = "normal") -> Callable[[int], Inputs]:
+    def make(scale: int) -> Inputs:
+        m = n // scale
+        if kind == "probabilities":
+            return [1 / (1 + np.exp(-_normal(m))), _uniform(m)]
+        if kind == "logits":
+            return [_normal(m), _uniform(m)]
+        return [_normal(m), _normal(m)]
+
+    return make
+
+
+def class_scores(
+    n: int,
+    c: int,
+    *,
+    target: str = "index",
+    weight: bool = False,
+    ignored: float = 0.0,
+    spatial: tuple[int, ...] = (),
+    log_probs: bool = False,
+) -> Callable[[int], Inputs]:
+    def make(scale: int) -> Inputs:
+        rows = max(n // scale, 1)
+        x = _normal(rows, c, *spatial)
+        if log_probs:
+            x = np.log(_softmax(x, 1))
+        y = (
+            _softmax(_normal(rows, c, *spatial), 1)
+            if target == "probabilities"
+            else _classes(c, rows, *spatial, ignored=ignored)
+        )
+        return [x, y] + ([_uniform(c) + 0.5] if weight else [])
+
+    return make
+
+
+def to_mx(x: np.ndarray) -> mx.array:
+    return mx.array(x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x)
+
+
+def to_torch(x: np.ndarray) -> Any:
+    return torch.from_numpy(
+        x.astype(np.int64) if np.issubdtype(x.dtype, np.integer) else x
+    )
+
+
+# --- the counterparts that mlx.nn.losses lacks as one call --------------------------------
+
+
+def mlx_weighted_ce(x: mx.array, y: mx.array, w: mx.array) -> mx.array:
+    """PyTorch's weighted cross-entropy with ignore_index=-100 from ``mlx.nn.losses`` pieces."""
+    keep = y != -100
+    y = mx.where(keep, y, 0)
+    w_y = mx.where(keep, w[y], 0)
+    return mlx_losses.cross_entropy(x, y, weights=w_y, reduction="sum") / w_y.sum()
+
+
+def mlx_bce_pos_weight(x: mx.array, y: mx.array, pos_weight: mx.array) -> mx.array:
+    """BCE with logits and ``pos_weight`` (not in ``mlx.nn.losses``), written as MLX users do."""
+    log_weight = 1 + (pos_weight - 1) * y
+    return mx.mean((1 - y) * x + log_weight * mx.logaddexp(0, -x))
+
+
+# --- the cases ----------------------------------------------------------------------------
+
+M = mlx_losses
+K = lossfn
+
+
+def _class(
+    loss: Any, weighted: bool = False, smoothed: bool = False, alpha: float = 0.0
+) -> Callable[..., mx.array]:
+    graph = class_graph(loss, "mean", weighted, smoothed)
+    return lambda x, y, *w: graph(x, y, *w, index=-100, alpha=alpha)
+
+
+def _elementwise(loss: Any, **hyper: float) -> Callable[..., mx.array]:
+    graph = reduce_graph(loss, "mean")
+    return lambda *args: graph(*args, **hyper)
+
+
+def _torch(name: str, **kw: Any) -> Callable[..., Any] | None:
+    return None if TF is None else (lambda *a: getattr(TF, name)(*a, **kw))
+
+
+_N16M, _N4M = 1 << 24, 1 << 22
+
+CASES: list[Case] = [
+    Case(
+        "cross_entropy",
+        "(8192, 1000)",
+        class_scores(8192, 1000),
+        F.cross_entropy,
+        _class(K.cross_entropy),
+        lambda x, y: M.cross_entropy(x, y, reduction="mean"),
+        _torch("cross_entropy"),
+    ),
+    Case(
+        "cross_entropy",
+        "(2048, 32000)",
+        class_scores(2048, 32000),
+        F.cross_entropy,
+        _class(K.cross_entropy),
+        lambda x, y: M.cross_entropy(x, y, reduction="mean"),
+        _torch("cross_entropy"),
+    ),
+    Case(
+        "cross_entropy probs",
+        "(8192, 1000)",
+        class_scores(8192, 1000, target="probabilities"),
+        F.cross_entropy,
+        _class(K.cross_entropy),
+        lambda x, y: M.cross_entropy(x, y, reduction="mean"),
+        _torch("cross_entropy"),
+    ),
+    Case(
+        "cross_entropy weight+ignore",
+        "(8192, 1000)",
+        class_scores(8192, 1000, weight=True, ignored=0.1),
+        F.cross_entropy,
+        _class(K.cross_entropy, weighted=True),
+        mlx_weighted_ce,
+        _torch("cross_entropy"),
+    ),
+    Case(
+        "cross_entropy smoothing=0.1",
+        "(8192, 1000)",
+        class_scores(8192, 1000),
+        lambda x, y: F.cross_entropy(x, y, label_smoothing=0.1),
+        _class(K.cross_entropy, smoothed=True, alpha=0.1),
+        lambda x, y: M.cross_entropy(x, y, label_smoothing=0.1, reduction="mean"),
+        _torch("cross_entropy", label_smoothing=0.1),
+    ),
+    Case(
+        "cross_entropy K-dim",
+        "(16, 21, 128, 128)",
+        class_scores(16, 21, spatial=(128, 128)),
+        F.cross_entropy,
+        lambda x, y: _class(K.cross_entropy)(
+            mx.moveaxis(x, 1, -1).reshape(-1, x.shape[1]), y.reshape(-1)
+        ),
+        lambda x, y: M.cross_entropy(x, y, axis=1, reduction="mean"),
+        _torch("cross_entropy"),
+    ),
+    Case(
+        "nll_loss",
+        "(8192, 1000)",
+        class_scores(8192, 1000, log_probs=True),
+        F.nll_loss,
+        _class(K.nll_loss),
+        lambda x, y: M.nll_loss(x, y, reduction="mean"),
+        _torch("nll_loss"),
+    ),
+    Case(
+        "binary_cross_entropy",
+        "4M",
+        elementwise_pair(_N4M, "probabilities"),
+        F.binary_cross_entropy,
+        _elementwise(K.binary_cross_entropy),
+        lambda x, y: M.binary_cross_entropy(x, y, with_logits=False),
+        _torch("binary_cross_entropy"),
+    ),
+    Case(
+        "bce_with_logits",
+        "4M",
+        elementwise_pair(_N4M, "logits"),
+        F.binary_cross_entropy_with_logits,
+        _elementwise(K.binary_cross_entropy_with_logits),
+        lambda x, y: M.binary_cross_entropy(x, y),
+        _torch("binary_cross_entropy_with_logits"),
+    ),
+    Case(
+        "bce_with_logits pos_weight",
+        "(4096, 1024)",
+        lambda s: [
+            _normal(4096 // s, 1024),
+            _uniform(4096 // s, 1024),
+            _uniform(1024) + 0.5,
+        ],
+        lambda x, y, p: F.binary_cross_entropy_with_logits(x, y, pos_weight=p),
+        lambda x, y, p: _elementwise(K.binary_cross_entropy_with_logits)(
+            x, y, mx.broadcast_to(p, x.shape)
+        ),
+        mlx_bce_pos_weight,
+        None
+        if TF is None
+        else (lambda x, y, p: TF.binary_cross_entropy_with_logits(x, y, pos_weight=p)),
+    ),
+    Case(
+        "mse_loss",
+        "16M",
+        elementwise_pair(_N16M),
+        F.mse_loss,
+        _elementwise(K.mse_loss),
+        M.mse_loss,
+        _torch("mse_loss"),
+    ),
+    Case(
+        "l1_loss",
+        "16M",
+        elementwise_pair(_N16M),
+        F.l1_loss,
+        _elementwise(K.l1_loss),
+        M.l1_loss,
+        _torch("l1_loss"),
+    ),
+    Case(
+        "smooth_l1_loss",
+        "16M",
+        elementwise_pair(_N16M),
+        F.smooth_l1_loss,
+        _elementwise(K.smooth_l1_loss, beta=1.0),
+        M.smooth_l1_loss,
+        _torch("smooth_l1_loss"),
+    ),
+    Case(
+        "huber_loss",
+        "16M",
+        elementwise_pair(_N16M),
+        F.huber_loss,
+        _elementwise(K.huber_loss, delta=1.0),
+        lambda x, y: M.huber_loss(x, y, reduction="mean"),
+        _torch("huber_loss"),
+    ),
+]
+
+
+# --- timing -------------------------------------------------------------------------------
+
+
+def mlx_value_and_grad(fn: Callable[..., mx.array]) -> Callable[..., Any]:
+    return mx.value_and_grad(fn, argnums=0)
+
+
+def torch_value_and_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def run(x: Any, *rest: Any) -> Any:
+        x = x.detach().requires_grad_(True)
+        value = fn(x, *rest)
+        return value, torch.autograd.grad(value, x)[0]
+
+    return run
+
+
+def candidates(
+    case: Case, inputs: Inputs, backward: bool
+) -> dict[str, Callable[[], Any]]:
+    """The zero-argument callables timed for ``case``: ours, graph, mlx, mlx-c, torch."""
+    a = [to_mx(x) for x in inputs]
+    mx.eval(*a)
+    wrap = mlx_value_and_grad if backward else (lambda f: f)
+    fns = {"ours": wrap(case.ours), "graph": wrap(case.graph)}
+    if case.mlx is not None:
+        fns["mlx"] = wrap(case.mlx)
+        fns["mlx-c"] = wrap(mx.compile(case.mlx))
+    out: dict[str, Callable[[], Any]] = {k: (lambda f=f: f(*a)) for k, f in fns.items()}
+    if case.torch is not None and torch is not None:
+        t = [to_torch(x) for x in inputs]
+        fn = torch_value_and_grad(case.torch) if backward else case.torch
+        out["torch"] = lambda: fn(*t)
+    return out
+
+
+def flat(result: Any) -> list[Any]:
+    """The leaves of a ``(value, grad)`` result, for ``timing.force``."""
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def measure(
+    case: Case, scale: int, repeats: int, budget: float, backward: bool
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, interleaved: as many rounds as fit in ``budget``
+    seconds, at least 3 and at most ``repeats`` (the first call, which compiles, is not timed)."""
+    fns = {
+        k: (lambda f=f: flat(f()))
+        for k, f in candidates(case, case.make_inputs(scale), backward).items()
+    }
+    first = samples(fns, repeats=1, warmup=1, settle=SETTLE)
+    rounds = max(3, min(repeats, int(budget / sum(t[0] for t in first.values()))))
+    rest = samples(fns, repeats=rounds - 1, warmup=0, settle=SETTLE)
+    return {k: first[k] + rest[k] for k in fns}
+
+
+def ratio(times: dict[str, list[float]], a: str, b: str) -> float | None:
+    """Median over rounds of ``a``'s time over ``b``'s in the same round (load drift cancels)."""
+    if a not in times or b not in times:
+        return None
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+# Untimed pause before each call: torch's OpenMP workers spin after an op (see timing.samples).
+SETTLE = 0.01
+COLUMNS = ("ours", "graph", "mlx-c", "mlx", "torch")
+RATIOS = (("ours", "mlx-c"), ("graph", "mlx-c"), ("ours", "mlx"), ("ours", "torch"))
+
+
+def table(rows: list[tuple[Case, dict[str, list[float]]]], title: str) -> str:
+    head = (
+        ["case", "size"]
+        + [f"{c} ms" for c in COLUMNS]
+        + [f"{a}/{b}" for a, b in RATIOS]
+    )
+    lines = [
+        f"### {title}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for case, t in rows:
+        times = [
+            f"{statistics.median(t[c]) * 1e3:.1f}" if c in t else "-" for c in COLUMNS
+        ]
+        ratios = [ratio(t, a, b) for a, b in RATIOS]
+        cells = ["-" if r is None else f"{r:.2f}" for r in ratios]
+        lines.append("| " + " | ".join([case.name, case.size, *times, *cells]) + " |")
+    lines.append("")
+    for a, b in RATIOS:
+        values = [r for _, t in rows if (r := ratio(t, a, b)) is not None]
+        if values:
+            lines.append(
+                f"median {a}/{b}: {statistics.median(values):.2f} (max {max(values):.2f})  "
+            )
+    return "\n".join(lines)
+
+
+# --- the staged sum -----------------------------------------------------------------------
+
+
+def bench_accurate_sum(scale: int, repeats: int) -> str:
+    """``transforms.accurate_sum`` against ``mx.sum``: alone (eager and compiled) and as the
+    reduction of a compiled MSE, with each one's error against a float64 sum."""
+    lines = ["### accurate_sum vs mx.sum (float32)", ""]
+    compiled_sum = mx.compile(T.accurate_sum)
+    mse_accurate = mx.compile(lambda a, b: T.accurate_sum(mx.square(a - b)) / a.size)
+    mse_plain = mx.compile(lambda a, b: mx.mean(mx.square(a - b)))
+    for n in (1 << 24, 1 << 27):
+        x_np = _uniform(n // scale)
+        x, y = mx.array(x_np), mx.zeros(x_np.shape)
+        mx.eval(x, y)
+        fns = {
+            "mx.sum": (mx.sum, x),
+            "accurate_sum": (T.accurate_sum, x),
+            "compiled accurate_sum": (compiled_sum, x),
+            "mean(square) by mx.mean": (mse_plain, x, y),
+            "mean(square) by accurate_sum": (mse_accurate, x, y),
+        }
+        t = samples(
+            {k: functools.partial(*f) for k, f in fns.items()},
+            repeats=repeats,
+            warmup=1,
+        )
+        exact = float(np.sum(x_np, dtype=np.float64))
+        err = {
+            k: abs(float(f) - exact) / exact
+            for k, f in (("mx.sum", mx.sum(x)), ("accurate_sum", T.accurate_sum(x)))
+        }
+        lines.append(
+            f"n = 2**{int(np.log2(x.size))}: mx.sum {statistics.median(t['mx.sum']) * 1e3:.1f} ms "
+            f"(relative error {err['mx.sum']:.1e}); accurate_sum x{ratio(t, 'accurate_sum', 'mx.sum'):.3f} "
+            f"(error {err['accurate_sum']:.1e}), compiled x{ratio(t, 'compiled accurate_sum', 'mx.sum'):.3f}; "
+            f"in a compiled mean of squares x{ratio(t, 'mean(square) by accurate_sum', 'mean(square) by mx.mean'):.3f}  "
+        )
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def environment() -> str:
+    parts = [
+        f"mlx {mx.__version__} ({mx.default_device()})",
+        f"numpy {np.__version__}",
+        f"{platform.machine()}, {os.cpu_count()} CPUs",
+    ]
+    if torch is not None:
+        parts.append(
+            f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads, "
+            f"{torch.get_num_interop_threads()} inter-op)"
+        )
+    else:
+        parts.append("torch not installed")
+    return "; ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes 16x smaller")
+    parser.add_argument(
+        "--only", default="", help="run the cases whose name contains this"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=9, help="most timed rounds per case"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=5.0,
+        help="seconds of timed rounds per case and direction",
+    )
+    parser.add_argument(
+        "--no-sum", action="store_true", help="skip the accurate_sum benchmark"
+    )
+    args = parser.parse_args(argv)
+    scale = 16 if args.quick else 1
+    print(environment())
+    print(
+        f"scale 1/{scale}; times are medians; ratios are medians of per-round ratios "
+        f"(candidates interleaved, 3 to {args.repeats} rounds within {args.budget:g} s per case)\n"
+    )
+    cases = [c for c in CASES if args.only in c.name]
+    for backward, title in (
+        (False, "forward"),
+        (True, "forward + backward (value_and_grad wrt input)"),
+    ):
+        rows = []
+        for case in cases:
+            rows.append(
+                (case, measure(case, scale, args.repeats, args.budget, backward))
+            )
+            medians = {k: statistics.median(v) for k, v in rows[-1][1].items()}
+            print(
+                f"  {case.name} {case.size}: "
+                + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in medians.items()),
+                file=sys.stderr,
+                flush=True,
+            )
+        print(table(rows, title) + "\n", flush=True)
+    if not args.no_sum:
+        print(bench_accurate_sum(scale, args.repeats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""CTC's forward-backward algorithm as one compiled scan over time, batched over examples.
+
+States. The extended label sequence of a target ``l`` of length ``S`` is
+``(blank, l_1, blank, l_2, ..., l_S, blank)``. Its blank states ``B_k`` (``k = 0..S``) and
+label states ``A_k`` (the state of ``l_{k+1}``, ``k = 0..S-1``) are held in two arrays of
+width ``W = S + 1``, one row per example; the label array ends with a padding state that no
+path reaches (its emission is ``NEG``). Rolling the label array by one along ``k`` brings that
+padding in as ``A_{-1}``, so a step reads every neighbour it needs with one roll.
+
+Recursion, in log space, ``lse`` = log-add-exp, ``e_t`` the emissions at time t::
+
+    alpha_t(B_k) = e_t(blank)   + lse(alpha_{t-1}(B_k), alpha_{t-1}(A_{k-1}))
+    alpha_t(A_k) = e_t(l_{k+1}) + lse(alpha_{t-1}(A_k), alpha_{t-1}(B_k),
+                                      alpha_{t-1}(A_{k-1}) if l_{k+1} != l_k)
+
+The skip term reuses the blank update, ``lse(A_k, B_k, A_{k-1}) = lse(A_k, lse(B_k, A_{k-1}))``,
+so a step costs two log-add-exps per pair of states. Each step is one compiled function; the
+scan calls it ``T`` times and MLX evaluates the graph of ``T`` steps at the end. Sequences
+shorter than ``T`` run along; alpha is read at each example's own last frame.
+
+Backward. beta (from the end) is alpha of the problem read backwards: each example's own
+frames and labels reversed. So the gradient needs no second recursion: the batch and its
+reversal go through the scan together, as ``2 N`` examples. The posterior of a state is
+``exp(alpha + beta - e - log p)`` (both include the emission ``e`` at t), and the gradient of
+``-log p`` with respect to a log-probability is minus the posterior of its states.
+
+Why the scan runs outside autodiff. ``mx.compile`` inlines a compiled function called with
+tracers, i.e. inside ``mx.grad``, ``mx.vmap`` or ``mx.compile``: a scan of ``T`` steps then
+becomes ``~20 T`` unfused primitives (measured 4-13x slower than PyTorch), and the backward
+pass of ``mx.grad`` is never compiled. The loss is therefore a ``custom_function`` whose
+forward computes the value and, when autodiff may ask, the gradient; its vjp only scales that
+gradient by the cotangent. Under ``mx.grad`` the forward evaluates its inputs and runs the
+compiled scan on plain copies of them (the forward is opaque to autodiff anyway). Outside
+transformations only the alpha of the batch is computed. Inside ``mx.compile``, or while
+``mx.vmap`` traces, nothing can be evaluated: the scan is then built inline (``mx.compile``
+fuses it; ``mx.vmap`` throws it away for the vmap rule, which runs the compiled scan on the
+whole batch at once).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import mlx.core as mx
+import numpy as np
+
+Array = mx.array
+Lse = Callable[[Array, Array], Array]
+
+# "log 0" that stays finite: NEG + x == NEG for any log-probability x, lse(NEG, NEG) == NEG,
+# and no inf - inf can make a nan. A -inf log-probability is clamped to NEG.
+NEG = -1e30
+# A log-likelihood below this is an impossible alignment (possible ones are above -1e20).
+IMPOSSIBLE = NEG / 2
+
+
+def _exp(x: Array) -> Array:
+    """``exp(x)`` for ``-87 < x <= 0``, as ``e ** x``.
+
+    On the CPU ``mx.power`` calls the C library's ``powf``, 2.5x faster than ``mx.exp`` and
+    as accurate (relative error < 3e-6 on [-87, 0], measured). Outside that range ``powf``
+    takes a slow path: callers clamp.
+    """
+    return mx.power(math.e, x)
+
+
+def _lse(a: Array, b: Array) -> Array:
+    """``log(exp(a) + exp(b))`` for the compiled steps.
+
+    ``max + log(1 + exp(min - max))``: ``log`` is several times cheaper than ``log1p`` on the
+    CPU and its absolute error (< 6e-8) is below float32's resolution of a log-likelihood.
+    The exponent is clamped at -17, below which ``1 + exp(d)`` rounds to 1 in float32: the
+    clamp changes nothing and keeps ``powf`` off its slow path for the huge ``NEG``.
+    """
+    hi = mx.maximum(a, b)
+    return hi + mx.log(1 + _exp(mx.maximum(mx.minimum(a, b) - hi, -17.0)))
+
+
+# --- one time step --------------------------------------------------------------------------
+
+
+def _alpha_step(
+    blank: Array, label: Array, blank_emit: Array, label_emit: Array, skip: Array, lse: Lse = _lse
+) -> tuple[Array, Array]:
+    """alpha at t from alpha at t-1, all ``(1, N, W)``.
+
+    ``label[k]`` is ``A_k`` (padding at ``k = S``); ``skip[k]``: the jump ``A_{k-1} -> A_k``
+    is allowed (the labels differ). ``blank_emit`` is a broadcast view: adding it is then a
+    plain ``Add``, and MLX fuses the rest of the step into two kernels.
+    """
+    from_left = lse(blank, mx.roll(label, 1, axis=-1))  # lse(B_k, A_{k-1})
+    into_label = mx.where(skip, from_left, blank)
+    return blank_emit + from_left, label_emit + lse(label, into_label)
+
+
+_alpha_compiled = mx.compile(_alpha_step)
+_alpha_inline = functools.partial(_alpha_step, lse=mx.logaddexp)  # fewer ops to trace
+
+
+# --- the scan and the gradient --------------------------------------------------------------
+
+
+def _split(x: Array) -> list[Array]:
+    """``x`` as its ``(1, ...)`` slices along time: one multi-output node."""
+    return mx.split(x, x.shape[0], axis=0) if x.shape[0] > 1 else [x]
+
+
+def _alphas(blank_emit: Array, label_emit: Array, labels: Array, step: Callable[..., tuple[Array, Array]]) -> tuple[Array, Array]:
+    """alpha at t = -1..T-1 (the start, then each frame): ``(T + 1, N, W)`` blank, label states.
+
+    ``blank_emit`` ``(T, N)``, ``label_emit`` ``(T, N, S)`` log-probabilities of the blank and
+    of each target label, at least NEG; ``labels`` ``(N, S)``.
+    """
+    T, N, S = label_emit.shape
+    blank_emit = mx.broadcast_to(blank_emit[..., None], (T, N, S + 1))
+    label_emit = mx.concatenate([label_emit, mx.full((T, N, 1), NEG)], axis=2)
+    no = mx.zeros((N, 1), dtype=mx.bool_)
+    skip = mx.concatenate([no, labels[:, 1:] != labels[:, :-1], no], axis=1)[None]
+    blank = mx.concatenate([mx.zeros((1, N, 1)), mx.full((1, N, S), NEG)], axis=2)
+    label = mx.full((1, N, S + 1), NEG)
+    blanks, labels_ = [blank], [label]
+    for e_blank, e_label in zip(_split(blank_emit), _split(label_emit)):
+        blank, label = step(blank, label, e_blank, e_label, skip)
+        blanks.append(blank)
+        labels_.append(label)
+    return mx.concatenate(blanks, axis=0), mx.concatenate(labels_, axis=0)
+
+
+def _log_likelihood(alpha_blank: Array, alpha_label: Array, input_lengths: Array, target_lengths: Array) -> Array:
+    """``log p`` of each target ``(N,)``: alpha at the last frame, over the two final states."""
+    n, il, tl = mx.arange(input_lengths.shape[0]), input_lengths, target_lengths
+    last_label = mx.where(tl > 0, alpha_label[il, n, mx.maximum(tl - 1, 0)], NEG)
+    return _lse(alpha_blank[il, n, tl], last_label)
+
+
+def _reversed(blank_emit: Array, label_emit: Array, labels: Array, input_lengths: Array, target_lengths: Array) -> tuple[Array, Array, Array]:
+    """The problem read backwards: each example's frames ``0..input_length-1`` and its labels
+    ``0..target_length-1`` in reverse order (what lies beyond is never read)."""
+    T, N, S = label_emit.shape
+    frame = mx.clip(input_lengths[None, :] - 1 - mx.arange(T)[:, None], 0, T - 1)  # (T, N)
+    blank_emit = mx.take_along_axis(blank_emit, frame, axis=0)
+    if S == 0:
+        return blank_emit, label_emit, labels
+    label = mx.clip(target_lengths[:, None] - 1 - mx.arange(S)[None, :], 0, S - 1)  # (N, S)
+    label_emit = mx.take_along_axis(mx.take_along_axis(label_emit, frame[..., None], axis=0), label[None], axis=2)
+    return blank_emit, label_emit, mx.take_along_axis(labels, label, axis=1)
+
+
+def _betas(alpha_rev: tuple[Array, Array], input_lengths: Array, target_lengths: Array) -> tuple[Array, Array]:
+    """beta (with the emission at t) at t = 0..T-1, ``(T, N, W)``, from alpha of the reversed
+    problem: ``beta_t(B_k) = alpha'_{L-1-t}(B_{S'-k})`` and ``beta_t(A_k) = alpha'_{L-1-t}(A_{S'-1-k})``
+    for input length ``L`` and target length ``S'``; NEG past either."""
+    T = alpha_rev[0].shape[0] - 1
+    W = alpha_rev[0].shape[2]
+    il, tl = input_lengths[None, :, None], target_lengths[None, :, None]
+    t, k = mx.arange(T)[:, None, None], mx.arange(W)[None, None, :]
+    frame = mx.clip(il - t, 0, T)  # (T, N, 1), into the stack, which starts at t = -1
+    live = t < il
+
+    def read(alpha: Array, state: Array, valid: Array) -> Array:
+        alpha = mx.take_along_axis(alpha, frame, axis=0)
+        return mx.where(live & valid, mx.take_along_axis(alpha, mx.clip(state, 0, W - 1), axis=2), NEG)
+
+    return read(alpha_rev[0], tl - k, k <= tl), read(alpha_rev[1], tl - 1 - k, k < tl)
+
+
+def _posterior(log_post: Array) -> Array:
+    """``exp(log_post)``, exactly 0 below -80 (no denormals, no slow ``powf`` path)."""
+    return mx.where(log_post > -80.0, _exp(mx.maximum(log_post, -80.0)), 0.0)
+
+
+def _emissions(log_probs: Array, labels: Array, blank: Array) -> tuple[Array, Array]:
+    """Log-probabilities of the blank ``(T, N)`` and of each target label ``(T, N, S)``."""
+    return mx.take(log_probs, blank, axis=2), mx.take_along_axis(log_probs, labels[None], axis=2)
+
+
+def _solve(inputs: Sequence[Array], zero_infinity: bool, step: Callable[..., tuple[Array, Array]], gradients: bool) -> tuple[Array, Array]:
+    """(loss ``(N,)``, d loss / d log_probs ``(T, N, C)``) of ``(log_probs, labels, lengths.., blank)``.
+
+    With ``gradients`` alpha is computed for the batch and for its reversal in one scan of
+    ``2 N`` examples: beta is alpha of the reversed problem. Without, the gradient is zeros
+    that take no memory.
+    """
+    log_probs, labels, il, tl, blank = inputs
+    T, N, C = log_probs.shape
+    S = labels.shape[1]
+    blank_emit, label_emit = (mx.maximum(e, NEG) for e in _emissions(log_probs, labels, blank))
+    if not gradients:
+        alpha = _alphas(blank_emit, label_emit, labels, step)
+        loss = _loss(_log_likelihood(*alpha, il, tl), zero_infinity)
+        return loss, mx.broadcast_to(mx.array(0.0), (T, N, C))
+    rev_blank, rev_label, rev_labels = _reversed(blank_emit, label_emit, labels, il, tl)
+    alpha_b, alpha_l = _alphas(
+        mx.concatenate([blank_emit, rev_blank], axis=1),
+        mx.concatenate([label_emit, rev_label], axis=1),
+        mx.concatenate([labels, rev_labels], axis=0),
+        step,
+    )
+    alpha = alpha_b[:, :N], alpha_l[:, :N]
+    log_lik = _log_likelihood(*alpha, il, tl)
+    beta = _betas((alpha_b[:, N:], alpha_l[:, N:]), il, tl)
+    ll = log_lik[None, :, None]
+    # Both alpha and beta include the emission at t: remove it once.
+    post_blank = _posterior(alpha[0][1:] + beta[0] - blank_emit[..., None] - ll)
+    post_label = _posterior(alpha[1][1:, :, :S] + beta[1][:, :, :S] - label_emit - ll)
+    # Sum the posteriors of each class: the vjp of the gathering (a scatter-add along C).
+    _, (grad,) = mx.vjp(
+        lambda lp: _emissions(lp, labels, blank), [log_probs], [-mx.sum(post_blank, axis=2), -post_label]
+    )
+    # An impossible target has no posterior: PyTorch's gradient is nan on its frames, or 0
+    # with zero_infinity.
+    impossible = log_lik < IMPOSSIBLE
+    live = mx.arange(T)[:, None] < il[None, :]
+    lost = mx.where(live, 0.0 if zero_infinity else mx.nan, 0.0)[..., None]
+    return _loss(log_lik, zero_infinity), mx.where(impossible[None, :, None], lost, grad)
+
+
+def _loss(log_lik: Array, zero_infinity: bool) -> Array:
+    """``-log p``; an impossible target (no alignment fits) costs inf, or 0 with zero_infinity."""
+    return mx.where(log_lik < IMPOSSIBLE, 0.0 if zero_infinity else mx.inf, -log_lik)
+
+
+# --- which transformation are we in? -------------------------------------------------------
+
+_traced: list[bool] = []
+
+
+def _probe_body(x: Array) -> Array:
+    _traced.append(True)
+    return x
+
+
+_probe = mx.compile(_probe_body)
+_probe(mx.zeros((1,)))  # trace it now: from here on, only tracers re-enter the body
+
+
+def _mode(arrays: Sequence[Array]) -> Literal["eager", "grad", "trace"]:
+    """'eager' outside transformations; 'grad' under mx.grad/vjp; 'trace' under compile or vmap.
+
+    A compiled function re-runs its Python body only when called with tracers (or on its
+    first call for a shape), so the probe tells whether any input is a tracer. A tracer that
+    can be evaluated belongs to autodiff; one that cannot, to ``mx.compile`` or ``mx.vmap``.
+    """
+    token = mx.concatenate([a.reshape(-1)[:0].astype(mx.float32) for a in arrays] + [mx.zeros((1,))])
+    _traced.clear()
+    _probe(token)
+    if not _traced:
+        return "eager"
+    try:
+        mx.eval(*arrays)
+    except ValueError:
+        return "trace"
+    return "grad"
+
+
+def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) -> tuple[Array, Array]:
+    """The core's forward: gradients when autodiff may ask for them (or when told to)."""
+    mode = _mode(inputs)
+    if mode == "trace":
+        return _solve(inputs, zero_infinity, _alpha_inline, gradients=True)
+    if mode == "grad":
+        # Plain copies (no longer tracers), so that the compiled steps stay compiled.
+        plain = [mx.array(np.array(x)) for x in inputs]
+        return _solve(plain, zero_infinity, _alpha_compiled, gradients=True)
+    return _solve(inputs, zero_infinity, _alpha_compiled, gradients)
+
+
+# --- the custom function ------------------------------------------------------------------
+
+
+def _vjp(primals: Sequence[Array], cotangents: Sequence[Array], outputs: Sequence[Array]) -> tuple[Array, ...]:
+    g, grad = cotangents[0], outputs[1]
+    return (g[None, :, None] * grad, *(mx.zeros_like(p) for p in primals[1:]))
+
+
+def _jvp(zero_infinity: bool, primals: Sequence[Array], tangents: Sequence[Array | None]) -> tuple[Array, Array]:
+    _, grad = _run(zero_infinity, primals, gradients=True)
+    tangent = tangents[0]
+    loss_tangent = mx.zeros(grad.shape[1]) if tangent is None else mx.sum(grad * tangent, axis=(0, 2))
+    return loss_tangent, mx.zeros_like(grad)
+
+
+# The batch axis of each input and output of the core (log_probs are time-major).
+_IN_BATCH_AXES = (1, 0, 0, 0)
+_OUT_BATCH_AXES = (0, 1)
+
+
+def _vmap(zero_infinity: bool, inputs: Sequence[Array], axes: Sequence[int | None]) -> tuple[tuple[Array, ...], tuple[int, ...]]:
+    """Fold the vmapped axis into the batch: ``M`` batches of ``N`` are one batch of ``M * N``."""
+    if axes[4] is not None:
+        raise ValueError("ctc_loss: the blank must be the same for every example of a vmapped batch")
+    (m,) = {x.shape[a] for x, a in zip(inputs, axes) if a is not None}
+    folded = []
+    for x, a, b in zip(inputs[:4], axes, _IN_BATCH_AXES):
+        x = mx.moveaxis(x, a, b) if a is not None else mx.broadcast_to(mx.expand_dims(x, b), x.shape[:b] + (m,) + x.shape[b:])
+        folded.append(x.reshape(x.shape[:b] + (-1,) + x.shape[b + 2 :]))
+    folded.append(inputs[4])
+    if _mode(folded) == "eager":
+        # No autodiff around us, but a vmapped mx.grad may read the gradient: build it
+        # apart from the loss, so that it is only computed if it is used.
+        loss = _solve(folded, zero_infinity, _alpha_compiled, gradients=False)[0]
+        outputs = (loss, _solve(folded, zero_infinity, _alpha_compiled, gradients=True)[1])
+    else:
+        outputs = _CORE[zero_infinity](*folded)
+    unfolded = tuple(
+        y.reshape(y.shape[:b] + (m, -1) + y.shape[b + 1 :]) for y, b in zip(outputs, _OUT_BATCH_AXES)
+    )
+    return unfolded, _OUT_BATCH_AXES
+
+
+def _make_core(zero_infinity: bool) -> Any:
+    core = mx.custom_function(lambda *inputs: _run(zero_infinity, inputs))
+    core.vjp(_vjp)
+    core.jvp(functools.partial(_jvp, zero_infinity))
+    core.vmap(functools.partial(_vmap, zero_infinity))
+    return core
+
+
+# (log_probs (T, N, C) float32, labels (N, S), input_lengths (N,), target_lengths (N,), blank ())
+# -> (loss (N,), d loss / d log_probs (T, N, C)), one per zero_infinity.
+_CORE = {flag: _make_core(flag) for flag in (False, True)}
+
+
+def ctc_batch(
+    log_probs: Array,
+    targets: Array,
+    input_lengths: Array,
+    target_lengths: Array,
+    blank: int | Array = 0,
+    zero_infinity: bool = False,
+) -> Array:
+    """CTC loss ``-log p(target | log_probs)`` of each example of a batch, ``(N,)``.
+
+    ``log_probs`` ``(T, N, C)``, ``targets`` ``(N, S)`` (entries past a target length are
+    ignored), ``input_lengths`` and ``target_lengths`` ``(N,)``, ``blank`` an index in
+    ``[0, C)``. Nothing is checked here; see :func:`lossfn.functional.ctc_loss`.
+    """
+    C = log_probs.shape[2]
+    blank = mx.array(blank, dtype=mx.int32) if not isinstance(blank, mx.array) else blank.astype(mx.int32)
+    target_lengths = target_lengths.astype(mx.int32)
+    used = mx.arange(targets.shape[1])[None, :] < target_lengths[:, None]
+    labels = mx.where(used, mx.clip(targets.astype(mx.int32), 0, C - 1), blank)
+    core = _CORE[bool(zero_infinity)]
+    loss = core(log_probs.astype(mx.float32), labels, input_lengths.astype(mx.int32), target_lengths, blank)[0]
+    return loss.astype(log_probs.dtype)

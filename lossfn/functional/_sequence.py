@@ -1,0 +1,147 @@
+"""PyTorch's sequence loss: connectionist temporal classification (CTC)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+import transforms as T
+
+from .. import _checks as C
+from .._ctc_scan import ctc_batch
+
+Array = mx.array
+Check = tuple[Array, Callable[[], Exception]]
+
+
+def _raise_first_failure(checks: list[Check]) -> None:
+    """Raise the error of the first check that fails; one evaluation when all hold.
+
+    The checks need the data, so they are skipped when traced (see ``C.holds``).
+    """
+    if C.holds(mx.stack([mx.all(ok) for ok, _ in checks])) is False:
+        for ok, error in checks:
+            if not C.holds(ok):
+                raise error()
+
+
+def _lengths(value: Any, name: str, batch_size: int) -> Array:
+    """``value`` (array, list, tuple or int) as ``(N,)`` integers, one entry per example."""
+    lengths = C.as_array(value, name)
+    if not mx.issubdtype(lengths.dtype, mx.integer):
+        raise TypeError(f"{name} must be integral, got dtype {lengths.dtype}")
+    if lengths.size != batch_size:
+        raise ValueError(
+            f"{name} must have one entry per example (batch size {batch_size}), got shape "
+            f"{C.shape_str(lengths)}"
+        )
+    return lengths.reshape(batch_size)
+
+
+def _check_lengths(targets: Array, input_lengths: Array, target_lengths: Array, num_frames: int) -> None:
+    il, tl = input_lengths, target_lengths
+    checks: list[Check] = [
+        ((il >= 0) & (il <= num_frames), lambda: ValueError(f"input_lengths must be in [0, T] = [0, {num_frames}], got {np.asarray(il).tolist()}")),
+        (tl >= 0, lambda: ValueError(f"target_lengths must not be negative, got {np.asarray(tl).tolist()}")),
+    ]
+    if targets.ndim == 2:
+        checks.append((
+            tl <= targets.shape[1],
+            lambda: ValueError(
+                f"target_lengths must be at most the width of the padded targets "
+                f"{C.shape_str(targets)}, got {np.asarray(tl).tolist()}"
+            ),
+        ))
+    else:
+        checks.append((
+            mx.sum(tl) == targets.size,
+            lambda: ValueError(
+                f"concatenated targets must hold sum(target_lengths) = {mx.sum(tl).item()} labels, "
+                f"got shape {C.shape_str(targets)}"
+            ),
+        ))
+    _raise_first_failure(checks)
+
+
+def _padded(targets: Array, target_lengths: Array, batch_size: int) -> Array:
+    """Targets as ``(N, S)``: padded ``(N, S)`` as they are, concatenated ``(sum(lengths),)`` split up."""
+    if targets.ndim == 2:
+        return targets
+    try:  # the padded width: the longest target,
+        width = int(mx.max(target_lengths).item()) if batch_size else 0
+    except ValueError:  # or, when traced, every label
+        width = targets.size
+    starts = mx.cumsum(target_lengths) - target_lengths
+    index = mx.clip(starts[:, None] + mx.arange(width)[None, :], 0, max(targets.size - 1, 0))
+    return targets[index] if targets.size else mx.zeros((batch_size, width), dtype=targets.dtype)
+
+
+def _check_labels(targets: Array, target_lengths: Array, num_classes: int, blank: int) -> None:
+    """Labels within the target lengths lie in [0, C) and are not the blank."""
+    unused = mx.arange(targets.shape[1])[None, :] >= target_lengths[:, None]
+    in_range = (targets >= 0) & (targets < num_classes)
+
+    def out_of_range() -> Exception:
+        bad = np.asarray(targets)[~np.asarray(unused | in_range)]
+        return IndexError(f"targets holds label {bad[0]}, outside [0, {num_classes})")
+
+    _raise_first_failure([
+        (unused | in_range, out_of_range),
+        (unused | (targets != blank), lambda: ValueError(f"targets must not contain the blank label {blank}")),
+    ])
+
+
+def ctc_loss(
+    log_probs: Array,
+    targets: Array,
+    input_lengths: Any,
+    target_lengths: Any,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> Array:
+    """Connectionist temporal classification loss; see :class:`lossfn.nn.CTCLoss`.
+
+    The per-example losses come from :func:`lossfn.ctc_loss`'s batched kernel (what
+    ``transforms.reduce`` runs under its vmap, without the trace); 'mean' divides each by its
+    target length (at least 1) before averaging, as PyTorch does.
+    """
+    reduction = C.reduction_of(None, None, reduction)
+    log_probs = C.as_array(log_probs, "log_probs")
+    C.check_floating(log_probs, "log_probs")
+    if log_probs.ndim not in (2, 3):
+        raise ValueError(
+            f"log_probs must have shape (T, N, C) or (T, C), got shape {C.shape_str(log_probs)}"
+        )
+    if log_probs.size == 0:
+        raise ValueError(f"log_probs must not be empty, got shape {C.shape_str(log_probs)}")
+    unbatched = log_probs.ndim == 2
+    if unbatched:
+        log_probs = log_probs[:, None, :]
+    num_frames, batch_size, num_classes = log_probs.shape
+    if not 0 <= blank < num_classes:
+        raise ValueError(f"blank must be in [0, C) = [0, {num_classes}), got {blank}")
+    input_lengths = _lengths(input_lengths, "input_lengths", batch_size)
+    target_lengths = _lengths(target_lengths, "target_lengths", batch_size)
+    targets = C.as_array(targets, "targets")
+    if targets.ndim not in (1, 2):
+        raise ValueError(
+            f"targets must be padded (N, S) or concatenated (sum(target_lengths),), got shape "
+            f"{C.shape_str(targets)}"
+        )
+    if targets.ndim == 2 and targets.shape[0] != batch_size:
+        raise ValueError(
+            f"targets of shape {C.shape_str(targets)} must have one row per example (batch size {batch_size})"
+        )
+    _check_lengths(targets, input_lengths, target_lengths, num_frames)
+    targets = _padded(targets.astype(mx.int32), target_lengths, batch_size)
+    _check_labels(targets, target_lengths, num_classes, blank)
+    losses = ctc_batch(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
+    if reduction == "none":
+        return losses[0] if unbatched else losses
+    if reduction == "mean":
+        losses = losses / mx.maximum(target_lengths, 1).astype(losses.dtype)
+    return T.reduce_values(losses, reduction, batch_size)
