@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 
 import mlx.core as mx
@@ -278,23 +277,3 @@ def test_vmap_of_grad_equals_loop(name):
     batched = mx.vmap(grad)(x, y)
     looped = mx.stack([grad(x[i], y[i]) for i in range(x.shape[0])])
     assert_close(batched, looped)
-
-
-# --- signatures ---------------------------------------------------------------------------
-
-
-def _parameters(fn):
-    return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
-
-
-@pytest.mark.parametrize(
-    "ours, theirs",
-    [
-        (F.multi_margin_loss, TF.multi_margin_loss),
-        (F.soft_margin_loss, TF.soft_margin_loss),
-        (LN.MultiMarginLoss, torch.nn.MultiMarginLoss),
-        (LN.SoftMarginLoss, torch.nn.SoftMarginLoss),
-    ],
-)
-def test_signature_is_torchs(ours, theirs):
-    assert _parameters(ours) == _parameters(theirs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 
 import mlx.core as mx
@@ -311,23 +310,3 @@ def test_vmap_of_grad_equals_loop(name):
     batched = mx.vmap(grad)(x, y)
     looped = mx.stack([grad(x[i], y[i]) for i in range(x.shape[0])])
     assert_close(batched, looped)
-
-
-# --- signatures ---------------------------------------------------------------------------
-
-
-def _parameters(fn):
-    return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
-
-
-@pytest.mark.parametrize(
-    "ours, theirs",
-    [
-        (F.multilabel_margin_loss, TF.multilabel_margin_loss),
-        (F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss),
-        (LN.MultiLabelMarginLoss, torch.nn.MultiLabelMarginLoss),
-        (LN.MultiLabelSoftMarginLoss, torch.nn.MultiLabelSoftMarginLoss),
-    ],
-)
-def test_signature_is_torchs(ours, theirs):
-    assert _parameters(ours) == _parameters(theirs)

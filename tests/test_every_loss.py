@@ -1,10 +1,15 @@
-"""Per-example gradients of every loss in the library: ``mx.vmap(mx.grad(f))`` over a batch of
-64 examples equals a Python loop of single-example ``mx.grad`` calls, with the library's
-transforms applied where a loss takes them."""
+"""Properties every loss in the library must have, over one table of cases:
+
+- per-example gradients: ``mx.vmap(mx.grad(f))`` over a batch of 64 examples equals a Python
+  loop of single-example ``mx.grad`` calls (transforms applied where a loss takes them);
+- ``mx.compile`` changes nothing, in value or gradient;
+- every ``lossfn.functional`` function and ``lossfn.nn`` class has PyTorch 2.13's signature.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import mlx.core as mx
@@ -12,7 +17,12 @@ import numpy as np
 import pytest
 from oracle import assert_close, rng
 
+import torch
+import torch.nn.functional as TF
+
 import lossfn
+import lossfn.functional as F
+import lossfn.nn as LN
 from transforms import Weighted, ignore_index, smooth_labels, weighted
 
 B, C, D = 64, 5, 6
@@ -146,3 +156,43 @@ def test_vmap_of_grad_equals_a_loop_of_grads(name):
     assert vmapped.shape == args[0].shape
     assert np.isfinite(np.asarray(vmapped)).all()
     assert_close(vmapped, looped)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_compiled_equals_eager(name):
+    case = CASES[name]
+    args = [mx.array(a) for a in case.inputs(rng("compiled", name))]
+    in_axes = (0,) * (len(args) - case.shared) + (None,) * case.shared
+    batch = mx.vmap(scalar_loss(case.loss), in_axes=in_axes)
+    assert_close(mx.compile(batch)(*args), batch(*args))
+    grad = mx.grad(scalar_loss(case.loss))
+    example = [a if ax is None else a[3] for a, ax in zip(args, in_axes)]
+    assert_close(mx.compile(grad)(*example), grad(*example))
+
+
+FUNCTIONAL = sorted(name for name in dir(F) if not name.startswith("_") and callable(getattr(F, name)))
+MODULES = sorted(name for name in dir(LN) if name.endswith("Loss") and not name.startswith("_"))
+
+
+def parameters(fn):
+    return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_every_loss_has_a_functional_and_a_module():
+    assert {n for n in lossfn.__all__ if n != "pairwise_distance"} <= set(FUNCTIONAL)
+    assert len(MODULES) == len(lossfn.__all__) - 1  # one class per loss
+
+
+@pytest.mark.parametrize("name", FUNCTIONAL)
+def test_functional_signature_is_torchs(name):
+    if name == "pairwise_distance":  # a C builtin in torch: its documented signature
+        assert [(p, d) for p, d, _ in parameters(F.pairwise_distance)] == [
+            ("x1", inspect.Parameter.empty), ("x2", inspect.Parameter.empty), ("p", 2.0), ("eps", 1e-6), ("keepdim", False)
+        ]
+        return
+    assert parameters(getattr(F, name)) == parameters(getattr(TF, name))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_signature_is_torchs(name):
+    assert parameters(getattr(LN, name).__init__) == parameters(getattr(torch.nn, name).__init__)
