@@ -16,8 +16,9 @@ evaluated too, as in training) and ``torch.autograd.grad`` after the forward. Th
 the foundation issue is ``ours / mlx-c <= 1.05`` at the median over the cases. The last
 section times ``transforms.accurate_sum`` against ``mx.sum`` on 2**24 and 2**27 elements.
 
-A case is a row of ``CASES``: a name, a function making NumPy inputs for a size ``scale``,
-and the loss on each side. Add a loss by adding a row.
+Before timing, each candidate's value and gradient are compared with ours (relative 1e-4) and
+any disagreement is printed. A case is a row of ``CASES``: a name, a function making NumPy
+inputs for a size ``scale``, and the loss on each side. Add a loss by adding a row.
 """
 
 from __future__ import annotations
@@ -133,6 +134,45 @@ def class_scores(
     return make
 
 
+def _signs(*shape: int) -> np.ndarray:
+    return np.where(_rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def _label_lists(n: int, c: int, most: int) -> np.ndarray:
+    """``(n, c)`` rows of 0 to ``most`` distinct class indices, padded with -1 (multi-label margin)."""
+    labels = np.argsort(_rng.random((n, c)), axis=1)[:, :most]
+    count = _rng.integers(0, most + 1, (n, 1))
+    y = np.full((n, c), -1)
+    y[:, :most] = np.where(np.arange(most) < count, labels, -1)
+    return y
+
+
+def log_distributions(n: int, c: int, log_target: bool) -> Callable[[int], Inputs]:
+    """Log-probabilities ``(n, c)`` and a target distribution (log-probabilities if ``log_target``)."""
+
+    def make(scale: int) -> Inputs:
+        rows = max(n // scale, 1)
+        x = np.log(_softmax(_normal(rows, c), 1))
+        y = _softmax(_normal(rows, c), 1)
+        return [x, np.log(y) if log_target else y]
+
+    return make
+
+
+def embeddings(
+    n: int, d: int, count: int, signs: bool = False
+) -> Callable[[int], Inputs]:
+    """``count`` arrays ``(n, d)``, then, if ``signs``, a target of +-1 per row."""
+
+    def make(scale: int) -> Inputs:
+        rows = max(n // scale, 1)
+        return [_normal(rows, d) for _ in range(count)] + (
+            [_signs(rows)] if signs else []
+        )
+
+    return make
+
+
 def to_mx(x: np.ndarray) -> mx.array:
     return mx.array(x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x)
 
@@ -173,8 +213,14 @@ def _class(
     return lambda x, y, *w: graph(x, y, *w, index=-100, alpha=alpha)
 
 
-def _elementwise(loss: Any, **hyper: float) -> Callable[..., mx.array]:
-    graph = reduce_graph(loss, "mean")
+def _reduced(
+    loss: Any,
+    reduction: str = "mean",
+    weighting: str | None = None,
+    static: tuple[str, ...] = (),
+    **hyper: Any,
+) -> Callable[..., mx.array]:
+    graph = reduce_graph(loss, reduction, weighting, static)
     return lambda *args: graph(*args, **hyper)
 
 
@@ -255,7 +301,7 @@ CASES: list[Case] = [
         "4M",
         elementwise_pair(_N4M, "probabilities"),
         F.binary_cross_entropy,
-        _elementwise(K.binary_cross_entropy),
+        _reduced(K.binary_cross_entropy),
         lambda x, y: M.binary_cross_entropy(x, y, with_logits=False),
         _torch("binary_cross_entropy"),
     ),
@@ -264,7 +310,7 @@ CASES: list[Case] = [
         "4M",
         elementwise_pair(_N4M, "logits"),
         F.binary_cross_entropy_with_logits,
-        _elementwise(K.binary_cross_entropy_with_logits),
+        _reduced(K.binary_cross_entropy_with_logits),
         lambda x, y: M.binary_cross_entropy(x, y),
         _torch("binary_cross_entropy_with_logits"),
     ),
@@ -277,7 +323,7 @@ CASES: list[Case] = [
             _uniform(1024) + 0.5,
         ],
         lambda x, y, p: F.binary_cross_entropy_with_logits(x, y, pos_weight=p),
-        lambda x, y, p: _elementwise(K.binary_cross_entropy_with_logits)(
+        lambda x, y, p: _reduced(K.binary_cross_entropy_with_logits)(
             x, y, mx.broadcast_to(p, x.shape)
         ),
         mlx_bce_pos_weight,
@@ -290,7 +336,7 @@ CASES: list[Case] = [
         "16M",
         elementwise_pair(_N16M),
         F.mse_loss,
-        _elementwise(K.mse_loss),
+        _reduced(K.mse_loss),
         M.mse_loss,
         _torch("mse_loss"),
     ),
@@ -299,7 +345,7 @@ CASES: list[Case] = [
         "16M",
         elementwise_pair(_N16M),
         F.l1_loss,
-        _elementwise(K.l1_loss),
+        _reduced(K.l1_loss),
         M.l1_loss,
         _torch("l1_loss"),
     ),
@@ -308,7 +354,7 @@ CASES: list[Case] = [
         "16M",
         elementwise_pair(_N16M),
         F.smooth_l1_loss,
-        _elementwise(K.smooth_l1_loss, beta=1.0),
+        _reduced(K.smooth_l1_loss, beta=1.0),
         M.smooth_l1_loss,
         _torch("smooth_l1_loss"),
     ),
@@ -317,9 +363,172 @@ CASES: list[Case] = [
         "16M",
         elementwise_pair(_N16M),
         F.huber_loss,
-        _elementwise(K.huber_loss, delta=1.0),
+        _reduced(K.huber_loss, delta=1.0),
         lambda x, y: M.huber_loss(x, y, reduction="mean"),
         _torch("huber_loss"),
+    ),
+    # The rest of the catalogue (issue 3). An mlx column only where mlx.nn.losses computes the
+    # same number: its hinge_loss is max(0, 1 - x y), not the hinge embedding loss, and its
+    # cosine_similarity_loss is the cosine itself; its kl_div_loss takes log-probability targets;
+    # its triplet_loss adds eps to the p-th power sum, PyTorch to the difference (same to ~1e-7).
+    Case(
+        "kl_div batchmean",
+        "(4096, 1024)",
+        log_distributions(4096, 1024, log_target=False),
+        lambda x, y: F.kl_div(x, y, reduction="batchmean"),
+        _reduced(K.kl_div, "batchmean", log_target=False),
+        None,
+        _torch("kl_div", reduction="batchmean"),
+    ),
+    Case(
+        "kl_div batchmean log_target",
+        "(4096, 1024)",
+        log_distributions(4096, 1024, log_target=True),
+        lambda x, y: F.kl_div(x, y, reduction="batchmean", log_target=True),
+        _reduced(K.kl_div, "batchmean", log_target=True),
+        lambda x, y: M.kl_div_loss(x, y, axis=-1, reduction="mean"),
+        _torch("kl_div", reduction="batchmean", log_target=True),
+    ),
+    Case(
+        "poisson_nll_loss full",
+        "4M",
+        lambda s: [_normal(_N4M // s), _rng.poisson(2.0, _N4M // s).astype(np.float32)],
+        lambda x, y: F.poisson_nll_loss(x, y, full=True),
+        _reduced(K.poisson_nll_loss, log_input=True, full=True, eps=1e-8),
+        None,
+        _torch("poisson_nll_loss", full=True),
+    ),
+    Case(
+        "gaussian_nll_loss",
+        "4M",
+        lambda s: [_normal(_N4M // s), _normal(_N4M // s), _uniform(_N4M // s) + 0.1],
+        F.gaussian_nll_loss,
+        _reduced(K.gaussian_nll_loss, full=False, eps=1e-6),
+        M.gaussian_nll_loss,
+        _torch("gaussian_nll_loss"),
+    ),
+    Case(
+        "cosine_embedding_loss",
+        "(8192, 256)",
+        embeddings(8192, 256, 2, signs=True),
+        F.cosine_embedding_loss,
+        _reduced(K.cosine_embedding_loss, margin=0.0),
+        None,
+        _torch("cosine_embedding_loss"),
+    ),
+    Case(
+        "triplet_margin_loss",
+        "(8192, 256)",
+        embeddings(8192, 256, 3),
+        F.triplet_margin_loss,
+        _reduced(
+            K.triplet_margin_loss,
+            static=("p",),
+            margin=1.0,
+            p=2.0,
+            eps=1e-6,
+            swap=False,
+        ),
+        lambda a, p, n: M.triplet_loss(a, p, n, reduction="mean"),
+        _torch("triplet_margin_loss"),
+    ),
+    Case(
+        "triplet_margin_loss swap",
+        "(8192, 256)",
+        embeddings(8192, 256, 3),
+        lambda a, p, n: F.triplet_margin_loss(a, p, n, swap=True),
+        _reduced(
+            K.triplet_margin_loss, static=("p",), margin=1.0, p=2.0, eps=1e-6, swap=True
+        ),
+        None,
+        _torch("triplet_margin_loss", swap=True),
+    ),
+    Case(
+        "triplet_margin_with_distance_loss",
+        "(8192, 256)",
+        embeddings(8192, 256, 3),
+        F.triplet_margin_with_distance_loss,
+        _reduced(
+            K.triplet_margin_loss,
+            static=("p",),
+            margin=1.0,
+            p=2.0,
+            eps=1e-6,
+            swap=False,
+        ),
+        lambda a, p, n: M.triplet_loss(a, p, n, reduction="mean"),
+        _torch("triplet_margin_with_distance_loss"),
+    ),
+    Case(
+        "margin_ranking_loss",
+        "4M",
+        lambda s: [_normal(_N4M // s), _normal(_N4M // s), _signs(_N4M // s)],
+        F.margin_ranking_loss,
+        _reduced(K.margin_ranking_loss, margin=0.0),
+        lambda a, b, y: M.margin_ranking_loss(a, b, y, reduction="mean"),
+        _torch("margin_ranking_loss"),
+    ),
+    Case(
+        "hinge_embedding_loss",
+        "4M",
+        lambda s: [_normal(_N4M // s), _signs(_N4M // s)],
+        F.hinge_embedding_loss,
+        _reduced(K.hinge_embedding_loss, margin=1.0),
+        None,
+        _torch("hinge_embedding_loss"),
+    ),
+    Case(
+        "soft_margin_loss",
+        "4M",
+        lambda s: [_normal(_N4M // s), _signs(_N4M // s)],
+        F.soft_margin_loss,
+        _reduced(K.soft_margin_loss),
+        None,
+        _torch("soft_margin_loss"),
+    ),
+    Case(
+        "multi_margin_loss",
+        "(8192, 1000)",
+        class_scores(8192, 1000),
+        F.multi_margin_loss,
+        _reduced(K.multi_margin_loss, static=("p",), p=1, margin=1.0),
+        None,
+        _torch("multi_margin_loss"),
+    ),
+    Case(
+        "multi_margin_loss weight",
+        "(8192, 1000)",
+        class_scores(8192, 1000, weight=True),
+        lambda x, y, w: F.multi_margin_loss(x, y, weight=w),
+        _reduced(
+            K.multi_margin_loss, weighting="class", static=("p",), p=1, margin=1.0
+        ),
+        None,
+        None if TF is None else (lambda x, y, w: TF.multi_margin_loss(x, y, weight=w)),
+    ),
+    Case(
+        "multilabel_margin_loss",
+        "(4096, 100)",
+        lambda s: [
+            _normal(max(4096 // s, 1), 100),
+            _label_lists(max(4096 // s, 1), 100, most=10),
+        ],
+        F.multilabel_margin_loss,
+        _reduced(K.multilabel_margin_loss),
+        None,
+        _torch("multilabel_margin_loss"),
+    ),
+    Case(
+        "multilabel_soft_margin_loss",
+        "(4096, 1000)",
+        lambda s: [
+            _normal(max(4096 // s, 1), 1000),
+            (_uniform(max(4096 // s, 1), 1000) < 0.1).astype(np.float32),
+        ],
+        F.multilabel_soft_margin_loss,
+        _reduced(K.multilabel_soft_margin_loss),
+        None,
+        _torch("multilabel_soft_margin_loss"),
     ),
 ]
 
@@ -357,6 +566,38 @@ def candidates(
         fn = torch_value_and_grad(case.torch) if backward else case.torch
         out["torch"] = lambda: fn(*t)
     return out
+
+
+def disagreements(case: Case, scale: int, rtol: float = 1e-4) -> list[str]:
+    """Where a candidate's value, or its gradient wrt the first input, differs from ours:
+    relative ``rtol`` (elements of a gradient compared to ``rtol`` times its largest one)."""
+    inputs = case.make_inputs(scale)
+    a = [to_mx(x) for x in inputs]
+    ours = [np.asarray(r) for r in mlx_value_and_grad(case.ours)(*a)]
+    results = {"graph": mlx_value_and_grad(case.graph)(*a)}
+    if case.mlx is not None:
+        results["mlx"] = mlx_value_and_grad(case.mlx)(*a)
+    if case.torch is not None and torch is not None:
+        results["torch"] = torch_value_and_grad(case.torch)(
+            *(to_torch(x) for x in inputs)
+        )
+    found = []
+    for name, (value, grad) in results.items():
+        value, grad = (
+            np.asarray(value.detach() if name == "torch" else value),
+            np.asarray(grad),
+        )
+        if not np.allclose(value, ours[0], rtol=rtol, atol=0):
+            found.append(
+                f"{case.name} {case.size}: {name} value {float(value):.8g}, ours {float(ours[0]):.8g}"
+            )
+        scale_of_grad = float(np.abs(ours[1]).max())
+        if not np.allclose(grad, ours[1], rtol=rtol, atol=rtol * scale_of_grad):
+            worst = float(np.abs(grad - ours[1]).max())
+            found.append(
+                f"{case.name} {case.size}: {name} gradient off by {worst:.3g} (largest {scale_of_grad:.3g})"
+            )
+    return found
 
 
 def flat(result: Any) -> list[Any]:
@@ -506,6 +747,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"(candidates interleaved, 3 to {args.repeats} rounds within {args.budget:g} s per case)\n"
     )
     cases = [c for c in CASES if args.only in c.name]
+    found = [line for case in cases for line in disagreements(case, scale)]
+    print(
+        "values and gradients: "
+        + (
+            "\n".join(["disagree:", *found])
+            if found
+            else f"all candidates agree with ours in {len(cases)} cases"
+        )
+        + "\n",
+        flush=True,
+    )
     for backward, title in (
         (False, "forward"),
         (True, "forward + backward (value_and_grad wrt input)"),
