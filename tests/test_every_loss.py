@@ -125,6 +125,9 @@ CASES: dict[str, Case] = {
         lambda r: [normal(r, C), labels(r), r.uniform(0.5, 2, size=C).astype(np.float32)],
         shared=1,
     ),
+    "multi_margin_loss, p=1, negative margin": Case(
+        functools.partial(lossfn.multi_margin_loss, p=1, margin=-0.4), lambda r: [normal(r, C), labels(r)]
+    ),
     "soft_margin_loss": Case(lossfn.soft_margin_loss, lambda r: [normal(r, D), signs(r, D)]),
     "ctc_loss": Case(lossfn.ctc_loss, ctc_inputs),
     "pairwise_distance": Case(functools.partial(lossfn.pairwise_distance, p=1.5), lambda r: [normal(r, D), normal(r, D)]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import mlx.core as mx
@@ -236,44 +235,3 @@ def test_soft_margin_deprecated_reduction_arguments():
 def test_soft_margin_empty_is_nan_like_torch():
     assert np.isnan(F.soft_margin_loss(mx.zeros((0,)), mx.zeros((0,))).item())
     assert np.isnan(TF.soft_margin_loss(torch.zeros(0), torch.zeros(0)).item())
-
-
-# --- per-example functions under transforms ------------------------------------------------
-
-PER_EXAMPLE = {
-    "multi_margin p=1": (functools.partial(lossfn.multi_margin_loss, p=1, margin=0.7), True),
-    "multi_margin p=2, negative margin": (functools.partial(lossfn.multi_margin_loss, p=2, margin=-0.4), True),
-    "soft_margin": (lossfn.soft_margin_loss, False),
-}
-
-
-def _batch(class_index: bool, n: int = 6):
-    x = mx.array(scores(n, NUM_CLASSES, scale=2.0))
-    if class_index:
-        return x, mx.array(rng.integers(0, NUM_CLASSES, n))
-    return x, mx.array(np.where(rng.uniform(size=(n, NUM_CLASSES)) < 0.5, -1.0, 1.0).astype(np.float32))
-
-
-def _scalar(loss):
-    return lambda x, y: mx.sum(loss(x, y))
-
-
-@pytest.mark.parametrize("name", PER_EXAMPLE)
-def test_compiled_equals_eager(name):
-    loss, class_index = PER_EXAMPLE[name]
-    x, y = _batch(class_index)
-    eager = mx.vmap(loss)(x, y)
-    assert_close(mx.compile(mx.vmap(loss))(x, y), eager)
-    assert_close(mx.compile(loss)(x[0], y[0]), eager[0])
-    grad = mx.grad(_scalar(loss))
-    assert_close(mx.compile(grad)(x[0], y[0]), grad(x[0], y[0]))
-
-
-@pytest.mark.parametrize("name", PER_EXAMPLE)
-def test_vmap_of_grad_equals_loop(name):
-    loss, class_index = PER_EXAMPLE[name]
-    x, y = _batch(class_index)
-    grad = mx.grad(_scalar(loss))
-    batched = mx.vmap(grad)(x, y)
-    looped = mx.stack([grad(x[i], y[i]) for i in range(x.shape[0])])
-    assert_close(batched, looped)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import mlx.core as mx
@@ -12,7 +11,6 @@ import torch
 import torch.nn.functional as TF
 from oracle import assert_close, check_against_torch
 
-import lossfn
 import lossfn.functional as F
 import lossfn.nn as LN
 
@@ -264,49 +262,3 @@ def test_multilabel_soft_margin_deprecated_reduction_arguments():
     with pytest.warns(UserWarning, match="reduction='none'"):
         ours = F.multilabel_soft_margin_loss(mx.array(x), mx.array(y), reduce=False)
     assert_close(ours, TF.multilabel_soft_margin_loss(torch.tensor(x), torch.tensor(y), reduction="none"))
-
-
-# --- per-example functions under transforms ------------------------------------------------
-
-WEIGHT = mx.array(rng.uniform(0.5, 2.0, NUM_CLASSES).astype(np.float32))
-PER_EXAMPLE = {
-    "multilabel_margin": (lossfn.multilabel_margin_loss, "labels"),
-    "multilabel_soft_margin": (lossfn.multilabel_soft_margin_loss, "binary"),
-    "multilabel_soft_margin, weight": (
-        functools.partial(lossfn.multilabel_soft_margin_loss, weight=WEIGHT),
-        "binary",
-    ),
-}
-
-
-def _batch(kind: str):
-    n = len(TARGET_ROWS)
-    x = mx.array(scores(n, NUM_CLASSES, scale=2.0))
-    if kind == "labels":
-        return x, mx.array(TARGET_ROWS)
-    return x, mx.array(rng.integers(0, 2, (n, NUM_CLASSES)).astype(np.float32))
-
-
-def _scalar(loss):
-    return lambda x, y: mx.sum(loss(x, y))
-
-
-@pytest.mark.parametrize("name", PER_EXAMPLE)
-def test_compiled_equals_eager(name):
-    loss, kind = PER_EXAMPLE[name]
-    x, y = _batch(kind)
-    eager = mx.vmap(loss)(x, y)
-    assert_close(mx.compile(mx.vmap(loss))(x, y), eager)
-    assert_close(mx.compile(loss)(x[0], y[0]), eager[0])
-    grad = mx.grad(_scalar(loss))
-    assert_close(mx.compile(grad)(x[3], y[3]), grad(x[3], y[3]))
-
-
-@pytest.mark.parametrize("name", PER_EXAMPLE)
-def test_vmap_of_grad_equals_loop(name):
-    loss, kind = PER_EXAMPLE[name]
-    x, y = _batch(kind)
-    grad = mx.grad(_scalar(loss))
-    batched = mx.vmap(grad)(x, y)
-    looped = mx.stack([grad(x[i], y[i]) for i in range(x.shape[0])])
-    assert_close(batched, looped)
