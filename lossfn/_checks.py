@@ -22,6 +22,13 @@ def as_array(value: Any, name: str) -> mx.array:
         raise TypeError(f"{name} must be an mx.array, got {type(value).__name__}") from err
 
 
+def input_and_target(input: Any, target: Any) -> tuple[mx.array, mx.array]:
+    """``input`` and ``target`` as arrays; a TypeError unless ``input`` is floating point."""
+    input, target = as_array(input, "input"), as_array(target, "target")
+    check_floating(input, "input")
+    return input, target
+
+
 def reduction_of(
     size_average: bool | None,
     reduce: bool | None,

@@ -122,8 +122,7 @@ def binary_cross_entropy(
 ) -> Array:
     """Binary cross-entropy of probabilities; see :class:`lossfn.nn.BCELoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
     C.check_in_unit_interval(input, "input")
@@ -142,8 +141,7 @@ def binary_cross_entropy_with_logits(
 ) -> Array:
     """Binary cross-entropy of logits; see :class:`lossfn.nn.BCEWithLogitsLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
     extra = ()

@@ -26,8 +26,7 @@ def multi_margin_loss(
     reduction = C.reduction_of(size_average, reduce, reduction)
     if p != 1 and p != 2:
         raise ValueError(f"only p == 1 and p == 2 supported, got p={p!r}")
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     if input.ndim > 2 or input.size == 0 and not (input.ndim == 2 and input.shape[1] > 0):
         raise ValueError(
             "input must be a non-empty vector (C,) or matrix (N, C) of class scores (or a 0-d "
@@ -61,7 +60,6 @@ def soft_margin_loss(
 ) -> Array:
     """Two-class logistic loss for targets of +-1; see :class:`lossfn.nn.SoftMarginLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     target = C.broadcast_to(target, input.shape, "target", "input").astype(input.dtype)
     return run_elementwise(reduce_graph(_soft_margin, reduction), input, target)

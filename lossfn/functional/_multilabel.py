@@ -28,8 +28,7 @@ def multilabel_margin_loss(
 ) -> Array:
     """Multi-label hinge loss of scores and -1-padded label lists; see :class:`lossfn.nn.MultiLabelMarginLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     if input.ndim > 2 or input.size == 0 and not (input.ndim == 2 and input.shape[1] > 0):
         raise ValueError(
             "input must be a non-empty vector (C,) or matrix (N, C) of class scores (or a 0-d "
@@ -63,8 +62,7 @@ def multilabel_soft_margin_loss(
 ) -> Array:
     """One-versus-all logistic loss over the last (class) axis; see :class:`lossfn.nn.MultiLabelSoftMarginLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     if input.ndim == 0:
         raise ValueError("input must have a class axis (the last): shape (C,), (N, C) or (..., C); got a 0-d array")
     num_classes = input.shape[-1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import mlx.core as mx
 
@@ -25,12 +24,6 @@ KL_MEAN_WARNING = (
 )
 
 
-def _floating_pair(input: Any, target: Any) -> tuple[Array, Array]:
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
-    return input, target
-
-
 def kl_div(
     input: Array,
     target: Array,
@@ -46,7 +39,7 @@ def kl_div(
     if size_average is None and reduce is None and reduction == "mean":
         warnings.warn(KL_MEAN_WARNING, UserWarning, stacklevel=2)
     reduction = C.reduction_of(size_average, reduce, reduction, REDUCTIONS)
-    input, target = _floating_pair(input, target)
+    input, target = C.input_and_target(input, target)
     C.check_floating(target, "target")
     batch_size = input.shape[0] if input.ndim else 1
     input, target = C.broadcast_arrays(input=input, target=target)
@@ -69,7 +62,7 @@ def poisson_nll_loss(
 ) -> Array:
     """Poisson negative log-likelihood; see :class:`lossfn.nn.PoissonNLLLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    input, target = _floating_pair(input, target)
+    input, target = C.input_and_target(input, target)
     input, target = C.broadcast_arrays(input=input, target=target)
     graph = reduce_graph(_poisson_nll, reduction)
     return run_elementwise(graph, input, target, log_input=bool(log_input), full=bool(full), eps=float(eps))
@@ -103,7 +96,7 @@ def gaussian_nll_loss(
 
     ``var`` may be a Python number, shared by every element (it then has no gradient).
     """
-    input, target = _floating_pair(input, target)
+    input, target = C.input_and_target(input, target)
     if isinstance(var, (int, float)) and not isinstance(var, bool):
         if var < 0:
             raise ValueError(f"var has negative entry/entries: var={var}")

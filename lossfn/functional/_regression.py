@@ -26,8 +26,7 @@ def _regression(
     scaling: str,
     **hyper: Any,
 ) -> Array:
-    input, target = C.as_array(input, "input"), C.as_array(target, "target")
-    C.check_floating(input, "input")
+    input, target = C.input_and_target(input, target)
     input, target = C.broadcast_pair(input, target)
     if weight is None:
         return run_elementwise(reduce_graph(loss, reduction), input, target, **hyper)
