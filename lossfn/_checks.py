@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import mlx.core as mx
@@ -57,7 +57,7 @@ def shape_str(x: mx.array) -> str:
 
 
 def check_floating(x: mx.array, name: str) -> None:
-    if not mx.issubdtype(x.dtype, mx.inexact):
+    if not mx.issubdtype(x.dtype, mx.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
 
 
@@ -122,24 +122,65 @@ def holds(condition: mx.array) -> bool | None:
         return None
 
 
-# Data checks run compiled: one fused pass over the data, where eager MLX makes one pass and
-# one temporary per comparison (2x faster). Bounds enter as arrays: new bounds, same kernel.
-_valid_indices = mx.compile(lambda t, n, i: ((t >= 0) & (t < n)) | (t == i))
-_all_valid_indices = mx.compile(lambda t, n, i: mx.all(_valid_indices(t, n, i)))
-_all_in_unit_interval = mx.compile(lambda x: mx.all((x >= 0) & (x <= 1)))
+def raise_unless(ok: mx.array, out: Any, error: Callable[[], Exception]) -> None:
+    """Raise ``error()`` unless ``ok``, a check computed in the loss's own graph, holds.
+
+    ``out`` is evaluated with it: one evaluation gives the loss and the verdict, where a check
+    of its own would cost a second one. Skipped where the arrays cannot be read (traced): the
+    graph's in-graph validation then makes the bad examples' losses ``nan``.
+    """
+    try:
+        mx.eval(out, ok)
+    except ValueError:
+        return
+    if not ok.item():
+        raise error()
 
 
-def check_class_indices(target: mx.array, num_classes: int, ignore_index: int | None) -> None:
-    """IndexError if a class index is outside ``[0, num_classes)`` and not ``ignore_index``."""
-    # Without an ignore_index, 0 stands in for it: it is a valid class anyway.
-    bounds = mx.array(num_classes), mx.array(0 if ignore_index is None else ignore_index)
-    if holds(_all_valid_indices(target, *bounds)) is False:
-        valid = _valid_indices(target, *bounds)
-        first = np.asarray(target)[~np.asarray(valid)].reshape(-1)[0]
-        raise IndexError(
-            f"target holds class index {first}, outside [0, {num_classes})"
-            + (f" and not the ignore_index {ignore_index}" if ignore_index is not None else "")
-        )
+# Conditions, traced into a loss's graph: each returns one boolean.
+
+
+def indices_valid(target: mx.array, num_classes: int, ignore_index: Any = None) -> mx.array:
+    """Every class index lies in ``[0, num_classes)`` or is the ``ignore_index``."""
+    valid = (target >= 0) & (target < num_classes)
+    return mx.all(valid if ignore_index is None else valid | (target == ignore_index))
+
+
+def in_unit_interval(x: mx.array) -> mx.array:
+    return mx.all((x >= 0) & (x <= 1))
+
+
+def padded_indices_valid(target: mx.array, num_classes: int, padding: int = -1) -> mx.array:
+    return mx.all(((target >= 0) & (target < num_classes)) | (target == padding))
+
+
+# Errors, built from the data once a condition failed.
+
+
+def _first(values: mx.array, bad: mx.array) -> Any:
+    return np.asarray(values)[np.asarray(bad)].reshape(-1)[0]
+
+
+def class_index_error(target: mx.array, num_classes: int, ignore_index: int | None) -> Exception:
+    valid = (target >= 0) & (target < num_classes)
+    if ignore_index is not None:
+        valid = valid | (target == ignore_index)
+    return IndexError(
+        f"target holds class index {_first(target, ~valid)}, outside [0, {num_classes})"
+        + (f" and not the ignore_index {ignore_index}" if ignore_index is not None else "")
+    )
+
+
+def unit_interval_error(name: str) -> Exception:
+    return ValueError(f"all elements of {name} should be between 0 and 1")
+
+
+def padded_index_error(target: mx.array, num_classes: int, padding: int = -1) -> Exception:
+    """Every entry is checked, also those after the first ``padding`` (as PyTorch does)."""
+    valid = ((target >= 0) & (target < num_classes)) | (target == padding)
+    return IndexError(
+        f"target holds {_first(target, ~valid)}, neither a class index in [0, {num_classes}) nor the padding {padding}"
+    )
 
 
 def check_class_weight(weight: mx.array | None, num_classes: int, name: str = "weight") -> None:
@@ -153,22 +194,11 @@ def check_class_weight(weight: mx.array | None, num_classes: int, name: str = "w
         )
 
 
-def check_in_unit_interval(x: mx.array, name: str) -> None:
-    if holds(_all_in_unit_interval(x)) is False:
-        raise ValueError(f"all elements of {name} should be between 0 and 1")
-
-
-def check_padded_class_indices(target: mx.array, num_classes: int, padding: int = -1) -> None:
-    """IndexError if an entry of a ``padding``-padded list of class indices is outside ``[0, num_classes)``.
-
-    Every entry is checked, also those after the first ``padding`` (as PyTorch does).
-    """
-    valid = ((target >= 0) & (target < num_classes)) | (target == padding)
-    if holds(valid) is False:
-        first = np.asarray(target)[~np.asarray(valid)].reshape(-1)[0]
-        raise IndexError(
-            f"target holds {first}, neither a class index in [0, {num_classes}) nor the padding {padding}"
-        )
+def check_integer_index(value: Any, name: str) -> int:
+    """``value`` as a Python int, or a TypeError (PyTorch refuses a float ``ignore_index``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
 
 
 def broadcast_arrays(**arrays: mx.array) -> list[mx.array]:

@@ -4,39 +4,62 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from transforms._reduce import accurate_sum
-from transforms._weighting import is_index
+from transforms._classes import is_index, take_class
+from transforms._sums import accurate_sum
+
+from ._example import per_example
 
 
+def _nll(log_probs: mx.array, target: mx.array) -> mx.array:
+    if is_index(target):
+        picked, valid = take_class(log_probs, target)
+        return mx.where(valid, -picked, mx.nan)  # an index outside [0, C) costs nan
+    # Staged: a float32 row sum drifts over 32000 classes.
+    return -accurate_sum(target * log_probs, axis=-1)
+
+
+@per_example(log_probs="(C,)", target=("()", "(C,)"))
 def nll_loss(log_probs: mx.array, target: mx.array | int) -> mx.array:
     r"""Negative log-likelihood of one example, a scalar.
 
     .. math:: \ell = -\log p_y \quad\text{or, for a distribution } q:\quad \ell = -\sum_c q_c \log p_c
 
     ``log_probs`` has shape ``(C,)``; ``target`` is a class index (integer, 0-d) or a
-    distribution of shape ``(C,)``.
+    distribution of shape ``(C,)``. An index outside ``[0, C)`` gives ``nan``.
     """
-    if is_index(target):
-        return -mx.take(log_probs, target, axis=-1)
-    return -accurate_sum(target * log_probs, axis=-1)  # staged: a float32 row sum drifts over 32000 classes
+    return _nll(log_probs, target)
 
 
+def _max_and_log_sum_exp(logits: mx.array) -> tuple[mx.array, mx.array]:
+    r"""``m = max(x)`` (no gradient) and :math:`\log \sum_c e^{x_c - m}`, over the last axis.
+
+    Working from ``x - m`` keeps the loss exact for logits of any magnitude: ``logsumexp(x)``
+    rounds to a float32 ulp of ``|x|`` (1e-3 at 1e4), which ``logsumexp(x) - x_y`` keeps.
+    """
+    m = mx.stop_gradient(mx.max(logits, axis=-1, keepdims=True))
+    return m, mx.log(mx.sum(mx.exp(logits - m), axis=-1))
+
+
+@per_example(logits="(C,)", target=("()", "(C,)"))
 def cross_entropy(logits: mx.array, target: mx.array | int) -> mx.array:
     r"""Cross-entropy of one example's logits ``(C,)`` with a class index or a distribution ``(C,)``.
 
     .. math:: \ell = -\sum_c y_c \log\mathrm{softmax}(x)_c = \mathrm{logsumexp}(x) \sum_c y_c - \sum_c y_c x_c
 
-    Computed as ``logsumexp(x) - x_y`` for an index, and as ``nll_loss(x - logsumexp(x), y)``
-    for a distribution: one sum over the classes, as ``logsumexp(x) * sum(y)`` would add the
-    float32 rounding of ``sum(y)`` (systematic for a smoothed label: 1e-3 relative at
-    C = 32000). ``logsumexp`` shifts by the max, so logits of any magnitude (1e4 and beyond)
-    are stable in value and gradient.
+    With :math:`m = \max_c x_c` and :math:`s = \log \sum_c e^{x_c - m}`, computed as
+    :math:`s + (m - x_y)` for an index and as ``nll_loss((x - m) - s, y)`` for a distribution,
+    so that every term is small where the loss is: exact for logits of any magnitude and
+    invariant to shifting them. The distribution is summed once, as ``logsumexp(x) * sum(y)``
+    would add the float32 rounding of ``sum(y)`` (1e-3 relative for a smoothed label at
+    C = 32000). An index outside ``[0, C)`` gives ``nan``.
     """
+    m, s = _max_and_log_sum_exp(logits)
     if is_index(target):
-        return nll_loss(logits, target) + mx.logsumexp(logits, axis=-1)
-    return nll_loss(logits - mx.logsumexp(logits, axis=-1, keepdims=True), target)
+        return (_nll(logits, target) + mx.squeeze(m, -1)) + s
+    return _nll((logits - m) - s[..., None], target)
 
 
+@per_example()
 def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
     r"""Binary cross-entropy of probabilities, element-wise, logs clamped at -100 as PyTorch does.
 
@@ -44,31 +67,35 @@ def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
 
     The gradients are PyTorch's: :math:`(x - y) / \max(x (1 - x), 10^{-12})` in ``x``, finite
     at ``x`` exactly 0 or 1 where the clamped logarithm has none, and
-    :math:`\log(1 - x) - \log x` (unclamped) in ``y``. A custom vjp supplies them.
+    :math:`\log(1 - x) - \log x` (unclamped) in ``y``. A custom vjp supplies them. A
+    probability outside ``[0, 1]`` (``x`` or ``y``) gives ``nan``.
     """
-    return _bce(input, target)
+    in_range = (input >= 0) & (input <= 1) & (target >= 0) & (target <= 1)
+    return mx.where(in_range, _bce(input, target), mx.nan)
 
 
-def _log1m(x: mx.array) -> mx.array:
-    """``log(1 - x)``, accurate for tiny ``x`` like ``log1p(-x)`` at the cost of one ``log``.
+def log1p(u: mx.array) -> mx.array:
+    """``log(1 + u)``, as accurate as ``log1p`` at the cost of one ``log``.
 
-    Kahan's trick: with ``u = 1 - x`` rounded, ``log(u) * (-x) / (u - 1)`` cancels the rounding
-    of ``u`` (relative error < 2e-7, measured). MLX's CPU ``log1p`` costs three ``log``s.
+    Kahan's trick: with ``w = 1 + u`` rounded, ``log(w) * u / (w - 1)`` cancels the rounding
+    of ``w`` (relative error < 2e-7, measured). MLX's CPU ``log1p`` costs three ``log``s.
     """
-    u = 1 - x
-    return mx.where(u == 1, -x, mx.log(u) * (-x) / (u - 1))
+    w = 1 + u
+    d = w - 1
+    exact = d == 0  # u below float32's resolution at 1: log1p(u) is u; the other branch is kept finite
+    return mx.where(exact, u, mx.log(w) * u / mx.where(exact, 1, d))
 
 
 @mx.custom_function
 def _bce(input: mx.array, target: mx.array) -> mx.array:
-    return (target - 1) * mx.maximum(_log1m(input), -100) - target * mx.maximum(mx.log(input), -100)
+    return (target - 1) * mx.maximum(log1p(-input), -100) - target * mx.maximum(mx.log(input), -100)
 
 
 @_bce.vjp
 def _bce_vjp(primals: list[mx.array], cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
     input, target = primals
     grad_input = (input - target) / mx.maximum(input * (1 - input), 1e-12)
-    grad_target = _log1m(input) - mx.log(input)
+    grad_target = log1p(-input) - mx.log(input)
     return _unbroadcast(cotangent * grad_input, input.shape), _unbroadcast(cotangent * grad_target, target.shape)
 
 
@@ -91,6 +118,25 @@ def _unbroadcast(grad: mx.array, shape: tuple[int, ...]) -> mx.array:
     return grad.sum(axis=axes, keepdims=False).reshape(shape) if axes else grad
 
 
+def softplus(z: mx.array) -> mx.array:
+    r""":math:`\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})`, exact for any :math:`z`.
+
+    Its gradient is :math:`\sigma(z)`, accurate in both tails (MLX's ``logaddexp(0, z)`` has a
+    gradient of 0 below :math:`z = -17`). :math:`\max(z, 0)` is a ``where`` with gradient
+    exactly 1 or 0 (1/2 at 0, :math:`\sigma(0)`): written as :math:`(z + |z|) / 2` its
+    cotangent would cancel the tail's :math:`e^{-|z|}` in float32.
+    """
+    positive_part = mx.where(z > 0, z, mx.where(z < 0, 0, 0.5 * z))
+    return positive_part + log1p(mx.exp(-mx.abs(z)))
+
+
+def bce_with_logits(input: mx.array, target: mx.array, pos_weight: mx.array | None = None) -> mx.array:
+    """The maths of :func:`binary_cross_entropy_with_logits`, for the losses built on it."""
+    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
+    return (1 - target) * input + log_weight * softplus(-input)
+
+
+@per_example()
 def binary_cross_entropy_with_logits(
     input: mx.array, target: mx.array, pos_weight: mx.array | None = None
 ) -> mx.array:
@@ -98,8 +144,7 @@ def binary_cross_entropy_with_logits(
 
     .. math:: \ell = (1 - y)\, x + (1 + (w_+ - 1)\, y)\, \mathrm{softplus}(-x)
 
-    which is :math:`-[w_+ y \log\sigma(x) + (1 - y)\log(1 - \sigma(x))]`; ``softplus`` is
-    ``logaddexp(0, .)``, exact for logits of any magnitude.
+    which is :math:`-[w_+ y \log\sigma(x) + (1 - y)\log(1 - \sigma(x))]`; exact for logits of
+    any magnitude, its gradient accurate in the confident tails.
     """
-    log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-    return (1 - target) * input + log_weight * mx.logaddexp(0, -input)
+    return bce_with_logits(input, target, pos_weight)

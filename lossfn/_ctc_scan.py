@@ -273,14 +273,36 @@ def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) 
 
 def _vjp(primals: Sequence[Array], cotangents: Sequence[Array], outputs: Sequence[Array]) -> tuple[Array, ...]:
     g, grad = cotangents[0], outputs[1]
-    return (g[None, :, None] * grad, *(mx.zeros_like(p) for p in primals[1:]))
+    second_order = _not_twice_differentiable(cotangents[1])
+    return (g[None, :, None] * grad + second_order, *(mx.zeros_like(p) for p in primals[1:]))
+
+
+def _not_twice_differentiable(cotangent: Array) -> Array | float:
+    """0, where nothing differentiates through the gradient output, as first derivatives never do.
+
+    A second derivative sends a cotangent there, which this core cannot honour (PyTorch's CTC
+    backward raises too): a ValueError where the cotangent can be read, else ``nan`` wherever it
+    reached, so that a wrong Hessian is never a plausible one.
+    """
+    reached = cotangent != 0
+    if _mode([reached]) == "trace":
+        return mx.where(reached, mx.nan, 0.0)
+    if mx.any(reached).item():
+        raise ValueError(
+            "ctc_loss is not twice differentiable: its gradient is computed by a custom scan "
+            "(PyTorch's CTC backward is not differentiable either)"
+        )
+    return 0.0
 
 
 def _jvp(zero_infinity: bool, primals: Sequence[Array], tangents: Sequence[Array | None]) -> tuple[Array, Array]:
     _, grad = _run(zero_infinity, primals, gradients=True)
     tangent = tangents[0]
-    loss_tangent = mx.zeros(grad.shape[1]) if tangent is None else mx.sum(grad * tangent, axis=(0, 2))
-    return loss_tangent, mx.zeros_like(grad)
+    if tangent is None:
+        return mx.zeros(grad.shape[1]), mx.zeros_like(grad)
+    # The gradient output's tangent (a Hessian-vector product) is not known: nan, where asked.
+    unknown = mx.where(mx.any(tangent != 0), mx.nan, 0.0)
+    return mx.sum(grad * tangent, axis=(0, 2)), mx.broadcast_to(unknown, grad.shape)
 
 
 # The batch axis of each input and output of the core (log_probs are time-major).
@@ -336,13 +358,24 @@ def ctc_batch(
 
     ``log_probs`` ``(T, N, C)``, ``targets`` ``(N, S)`` (entries past a target length are
     ignored), ``input_lengths`` and ``target_lengths`` ``(N,)``, ``blank`` an index in
-    ``[0, C)``. Nothing is checked here; see :func:`lossfn.functional.ctc_loss`.
+    ``[0, C)``. Nothing is checked here (see :func:`lossfn.functional.ctc_loss`); by the
+    in-graph validation rule an example whose input length is outside ``[0, T]``, whose target
+    length is outside ``[0, S]``, or whose used labels are outside ``[0, C)`` or equal the blank,
+    costs ``nan``, and every index is clamped before it is read.
     """
-    C = log_probs.shape[2]
+    T, N, C = log_probs.shape
     blank = mx.array(blank, dtype=mx.int32) if not isinstance(blank, mx.array) else blank.astype(mx.int32)
-    target_lengths = target_lengths.astype(mx.int32)
-    used = mx.arange(targets.shape[1])[None, :] < target_lengths[:, None]
-    labels = mx.where(used, mx.clip(targets.astype(mx.int32), 0, C - 1), blank)
+    il, tl = input_lengths.astype(mx.int32), target_lengths.astype(mx.int32)
+    targets = targets.astype(mx.int32)
+    used = mx.arange(targets.shape[1])[None, :] < tl[:, None]
+    label_ok = mx.logical_not(used) | ((targets >= 0) & (targets < C) & (targets != blank))
+    valid = (il >= 0) & (il <= T) & (tl >= 0) & (tl <= targets.shape[1]) & mx.all(label_ok, axis=1)
+    valid = valid & (blank >= 0) & (blank < C)
+    if targets.shape[1] == 0:  # every target empty: one unused label keeps the state arrays non-empty
+        targets, used = mx.zeros((N, 1), dtype=mx.int32), mx.zeros((N, 1), dtype=mx.bool_)
+    blank = mx.clip(blank, 0, C - 1)
+    labels = mx.where(used, mx.clip(targets, 0, C - 1), blank)
+    il, tl = mx.clip(il, 0, T), mx.clip(tl, 0, targets.shape[1])
     core = _CORE[bool(zero_infinity)]
-    loss = core(log_probs.astype(mx.float32), labels, input_lengths.astype(mx.int32), target_lengths, blank)[0]
-    return loss.astype(log_probs.dtype)
+    loss = core(log_probs.astype(mx.float32), labels, il, tl, blank)[0]
+    return mx.where(valid, loss, mx.nan).astype(log_probs.dtype)

@@ -9,8 +9,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
+
+from transforms._batching import vmap_batch
+
+from ._example import per_example
 
 Scalar = float | mx.array
 Distance = Callable[[mx.array, mx.array], mx.array]
@@ -20,11 +25,11 @@ _COSINE_EPS = 1e-12
 
 
 def clamp_min_zero(z: mx.array) -> mx.array:
-    r""":math:`\max(0, z)` with PyTorch's ``clamp_min`` gradient: 1 where :math:`z \ge 0`, the kink included.
+    r""":math:`\max(0, z)` with PyTorch's ``clamp_min`` gradient: 1 where :math:`z \ge 0`, the kink included, 0 elsewhere.
 
-    (``mx.maximum(z, 0)`` sends the gradient at :math:`z = 0` to the constant; ``nan`` stays ``nan``.)
+    A ``nan`` stays ``nan`` in value, with gradient 0 (PyTorch's ``z >= 0`` mask is false there).
     """
-    return mx.where(z < 0, 0, z)
+    return mx.where(z >= 0, z, mx.where(z < 0, 0, mx.stop_gradient(z)))
 
 
 def _minimum(a: mx.array, b: mx.array) -> mx.array:
@@ -36,42 +41,61 @@ def _norm(x: mx.array, p: float) -> mx.array:
     r"""The :math:`p`-norm of ``x`` over its last axis, with PyTorch's gradients where it has a kink.
 
     ``p`` is a static Python number in :math:`[0, \infty]`: 0 counts the non-zero entries
-    (gradient 0), ``inf`` is :math:`\max |x_i|` (ties share the gradient). Elsewhere
-    :math:`(\sum |x_i|^p)^{1/p}`; where the norm (or, for :math:`p < 1`, an entry) is 0 the
-    gradient is 0, as PyTorch's; ``where`` keeps the discarded branch finite.
+    (``nan`` counts; gradient 0), ``inf`` is :math:`\max |x_i|` (ties share the gradient).
+    Elsewhere :math:`(\sum |x_i|^p)^{1/p}`, computed as :math:`s \lVert x / s \rVert_p` with
+    :math:`s = \max_i |x_i|` (no gradient), so that :math:`|x_i|^p` never overflows where the
+    norm is finite; where the norm (or, for :math:`p < 1`, an entry) is 0 the gradient is 0, as
+    PyTorch's. ``nan`` propagates and ``inf`` gives ``inf``; ``where`` keeps the discarded
+    branches finite.
     """
     if not p >= 0:
         raise ValueError(f"the norm's order p must be non-negative (0 to inf), got p={p}")
     if p == 0:
-        return mx.sum(mx.abs(x) > 0, axis=-1).astype(x.dtype)
+        return mx.sum(mx.logical_not(x == 0), axis=-1).astype(x.dtype)
+    a = mx.abs(x)
     if p == 1:
-        return mx.sum(mx.abs(x), axis=-1)
+        return mx.sum(a, axis=-1)
     if p == math.inf:
-        return mx.max(mx.abs(x), axis=-1)
+        return mx.max(a, axis=-1)
+    scale = mx.stop_gradient(mx.max(a, axis=-1, keepdims=True))
+    usable = (scale > 0) & (scale < math.inf)  # false for 0, inf and nan
+    a = a / mx.where(usable, scale, 1)
     if p == 2:
-        total = mx.sum(mx.square(x), axis=-1)
+        total = mx.sum(mx.square(a), axis=-1)
     else:
-        a = mx.abs(x)
         total = mx.sum(mx.where(a > 0, mx.power(mx.where(a > 0, a, 1), p), 0), axis=-1)
-    positive = total > 0
-    safe = mx.where(positive, total, 1)
-    return mx.where(positive, mx.sqrt(safe) if p == 2 else mx.power(safe, 1 / p), 0)
+    zero = total == 0
+    safe = mx.where(zero, 1, total)
+    norm = mx.where(zero, 0, mx.sqrt(safe) if p == 2 else mx.power(safe, 1 / p))
+    scale = mx.squeeze(scale, -1)
+    return mx.where(scale == math.inf, math.inf, mx.where(usable.squeeze(-1), scale, 1) * norm)
 
 
+def _pairwise(x1: mx.array, x2: mx.array, p: float = 2.0, eps: Scalar = 1e-6) -> mx.array:
+    return _norm(x1 - x2 + eps, p)
+
+
+@per_example(x1="(D,)", x2="(D,)")
 def pairwise_distance(x1: mx.array, x2: mx.array, *, p: float = 2.0, eps: Scalar = 1e-6) -> mx.array:
     r"""PyTorch's pairwise distance over the last axis: :math:`\lVert x_1 - x_2 + \epsilon \rVert_p`.
 
     ``eps`` is added to the difference (not to the norm), as ``torch.pairwise_distance``.
-    ``(D,)`` in, a scalar out (leading axes are kept).
+    ``(D,)`` in, a scalar out.
     """
-    return _norm(x1 - x2 + eps, p)
+    return _pairwise(x1, x2, p, eps)
 
 
-def margin_ranking_loss(input1: mx.array, input2: mx.array, target: mx.array, *, margin: Scalar = 0.0) -> mx.array:
-    r"""Ranking hinge, element-wise: :math:`\ell = \max(0, -y (x_1 - x_2) + m)`, for :math:`y = \pm 1`."""
+def _ranking_hinge(input1: mx.array, input2: mx.array, target: mx.array | int, margin: Scalar) -> mx.array:
     return clamp_min_zero(margin - target * (input1 - input2))
 
 
+@per_example()
+def margin_ranking_loss(input1: mx.array, input2: mx.array, target: mx.array, *, margin: Scalar = 0.0) -> mx.array:
+    r"""Ranking hinge, element-wise: :math:`\ell = \max(0, -y (x_1 - x_2) + m)`, for :math:`y = \pm 1`."""
+    return _ranking_hinge(input1, input2, target, margin)
+
+
+@per_example()
 def hinge_embedding_loss(input: mx.array, target: mx.array, *, margin: Scalar = 1.0) -> mx.array:
     r"""Hinge embedding loss, element-wise, of distances ``input`` and labels :math:`y = \pm 1`:
 
@@ -89,6 +113,7 @@ def _cosine(x1: mx.array, x2: mx.array) -> mx.array:
     return mx.sum(x1 * x2, axis=-1) / mx.sqrt(squares)
 
 
+@per_example(input1="(D,)", input2="(D,)", target="()")
 def cosine_embedding_loss(input1: mx.array, input2: mx.array, target: mx.array, *, margin: Scalar = 0.0) -> mx.array:
     r"""Cosine embedding loss of one pair of embeddings ``(D,)`` and a label ``target`` (0-d), a scalar.
 
@@ -100,6 +125,13 @@ def cosine_embedding_loss(input1: mx.array, input2: mx.array, target: mx.array, 
     return mx.where(target == 1, 1 - cos, 0) + mx.where(target == -1, clamp_min_zero(cos - margin), 0)
 
 
+def _triplet_hinge(d_pos: mx.array, d_neg: mx.array, d_swap: mx.array | None, margin: Scalar) -> mx.array:
+    if d_swap is not None:
+        d_neg = _minimum(d_neg, d_swap)
+    return _ranking_hinge(d_neg, d_pos, 1, margin)
+
+
+@per_example()
 def triplet_margin_from_distances(
     positive_distance: mx.array,
     negative_distance: mx.array,
@@ -112,11 +144,35 @@ def triplet_margin_from_distances(
     With ``swap_distance`` (positive to negative), :math:`d_- = \min(d_-, d_{swap})`. This is
     :func:`margin_ranking_loss` of :math:`(d_-, d_+)` with target 1.
     """
-    if swap_distance is not None:
-        negative_distance = _minimum(negative_distance, swap_distance)
-    return margin_ranking_loss(negative_distance, positive_distance, 1, margin=margin)
+    return _triplet_hinge(positive_distance, negative_distance, swap_distance, margin)
 
 
+def _triplet(anchor: mx.array, positive: mx.array, negative: mx.array, distance: Distance, margin: Scalar, swap: bool) -> mx.array:
+    swap_distance = distance(positive, negative) if swap else None
+    return _triplet_hinge(distance(anchor, positive), distance(anchor, negative), swap_distance, margin)
+
+
+def _triplet_with_distance(
+    anchor: mx.array,
+    positive: mx.array,
+    negative: mx.array,
+    *,
+    distance_function: Distance | None = None,
+    margin: Scalar = 1.0,
+    swap: bool = False,
+) -> mx.array:
+    return _triplet(anchor, positive, negative, distance_function or _pairwise, margin, swap)
+
+
+def _triplet_with_distance_batch(*triple: mx.array, distance_function: Distance | None = None, **static: Any) -> mx.array:
+    """The batch rule: the default distance works on a batch; a user's works on one example, so it is vmapped."""
+    if distance_function is None:
+        return _triplet_with_distance(*triple, **static)
+    one = functools.partial(_triplet_with_distance, distance_function=distance_function, **static)
+    return vmap_batch(one, triple, (0, 0, 0))
+
+
+@per_example(anchor="(D,)", positive="(D,)", negative="(D,)", batch_rule=_triplet_with_distance_batch)
 def triplet_margin_with_distance_loss(
     anchor: mx.array,
     positive: mx.array,
@@ -134,13 +190,10 @@ def triplet_margin_with_distance_loss(
     :func:`pairwise_distance`, :math:`p = 2`, :math:`\epsilon = 10^{-6}`, as PyTorch); it is
     traced, differentiated and vmapped with the loss, so it must be a pure MLX function.
     """
-    distance = pairwise_distance if distance_function is None else distance_function
-    swap_distance = distance(positive, negative) if swap else None
-    return triplet_margin_from_distances(
-        distance(anchor, positive), distance(anchor, negative), swap_distance, margin=margin
-    )
+    return _triplet_with_distance(anchor, positive, negative, distance_function=distance_function, margin=margin, swap=swap)
 
 
+@per_example(anchor="(D,)", positive="(D,)", negative="(D,)")
 def triplet_margin_loss(
     anchor: mx.array,
     positive: mx.array,
@@ -158,7 +211,5 @@ def triplet_margin_loss(
     :func:`triplet_margin_with_distance_loss` with ``pairwise_distance(p=p, eps=eps)``; ``p``
     is static (it selects the norm's code).
     """
-    distance = functools.partial(pairwise_distance, p=p, eps=eps)
-    return triplet_margin_with_distance_loss(
-        anchor, positive, negative, distance_function=distance, margin=margin, swap=swap
-    )
+    distance = functools.partial(_pairwise, p=p, eps=eps)
+    return _triplet(anchor, positive, negative, distance, margin, swap)

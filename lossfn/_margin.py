@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ._classification import binary_cross_entropy_with_logits
+from transforms._classes import take_class
+
+from ._classification import softplus
+from ._example import per_example
 
 Scalar = float | mx.array
 
@@ -14,6 +17,7 @@ def hinge(z: mx.array) -> mx.array:
     return mx.where(z > 0, z, 0)
 
 
+@per_example(input="(C,)", target="()")
 def multi_margin_loss(input: mx.array, target: mx.array | int, *, p: int = 1, margin: Scalar = 1.0) -> mx.array:
     r"""Multi-class hinge loss of one example's scores ``(C,)`` and class index ``target`` (0-d), a scalar.
 
@@ -21,29 +25,28 @@ def multi_margin_loss(input: mx.array, target: mx.array | int, *, p: int = 1, ma
 
     ``p`` is 1 or 2 (static: it selects the code); ``margin`` may be negative or a 0-d array
     (a traced hyper-parameter). Class weights are ``transforms.weighted(f, normalize=False)``:
-    they rescale the example's loss, a 'mean' still divides by the number of examples.
+    they rescale the example's loss, a 'mean' still divides by the number of examples. An
+    index outside ``[0, C)`` gives ``nan``.
     """
     if p not in (1, 2):
         raise ValueError(f"only p == 1 and p == 2 supported, got p={p!r}")
     num_classes = input.shape[-1]
-    # The scores come first in each binary op: under vmap, MLX lays out `per-example scalar op
-    # row` transposed, which makes the sum below ~3x slower.
-    violation = hinge(input + (margin - mx.take(input, target, axis=-1)))
+    picked, valid = take_class(input, target)
+    violation = hinge(input + (margin - picked)[..., None])
     violation = violation if p == 1 else mx.square(violation)
     # The target's own term is max(0, margin)^p: masked out with where, so it has no gradient.
-    # (`==`, not `!=`: MLX 0.32's vmap of not_equal(unbatched, batched) puts the batch axis last.)
-    is_target = mx.arange(num_classes) == target
-    return mx.sum(mx.where(is_target, 0, violation), axis=-1) / num_classes
+    is_target = mx.arange(num_classes) == target[..., None]
+    loss = mx.sum(mx.where(is_target, 0, violation), axis=-1) / num_classes
+    return mx.where(valid, loss, mx.nan)
 
 
+@per_example()
 def soft_margin_loss(input: mx.array, target: mx.array) -> mx.array:
     r"""Two-class logistic loss, element-wise, for targets :math:`y = \pm 1`:
 
-    .. math:: \ell = \log(1 + e^{-y x}) = \mathrm{bce\_with\_logits}(y x, 1)
+    .. math:: \ell = \log(1 + e^{-y x}) = \mathrm{softplus}(-y x)
 
-    Computed as binary cross-entropy of the logit :math:`y x` against a positive label, so
-    it is exact for any magnitude (PyTorch's ``log1p(exp(-y x))`` overflows to ``inf``, with
-    ``nan`` gradients, once :math:`-y x > 88` in float32).
+    Exact for any magnitude (PyTorch's ``log1p(exp(-y x))`` overflows to ``inf``, with
+    ``nan`` gradients, once :math:`-y x > 88` in float32); :math:`y x = +\infty` costs 0.
     """
-    margin = target * input
-    return binary_cross_entropy_with_logits(margin, mx.ones_like(margin))
+    return softplus(-(target * input))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ._classification import binary_cross_entropy_with_logits
+from ._classification import bce_with_logits
+from ._example import per_example
 from ._margin import hinge
 
 
+@per_example(input="(C,)", target="(C,)")
 def multilabel_margin_loss(input: mx.array, target: mx.array) -> mx.array:
     r"""Multi-label hinge loss of one example's scores ``(C,)``, a scalar.
 
@@ -19,18 +21,23 @@ def multilabel_margin_loss(input: mx.array, target: mx.array) -> mx.array:
 
     The list prefix is a cumulative product of ``target >= 0``, so the function is pure and
     ``vmap``-able (no Python branch on data). It costs :math:`O(C^2)`; PyTorch loops over the
-    listed labels only, :math:`O(|J| C)`.
+    listed labels only, :math:`O(|J| C)`. An entry outside ``[-1, C)`` gives ``nan``.
     """
     num_classes = input.shape[-1]
+    valid = mx.all((target >= -1) & (target < num_classes), axis=-1)
     listed = mx.cumprod(target >= 0, axis=-1)  # true up to the first -1, false from there on
-    labels = mx.where(listed, target, 0)  # a valid index everywhere; unlisted rows are masked below
-    is_label = mx.any((mx.arange(num_classes)[None, :] == labels[:, None]) & listed[:, None], axis=0)
-    # violation[j, i] = max(0, 1 - (x[y_j] - x_i)); the scores come first, as in multi_margin_loss.
-    violation = hinge(input[None, :] + (1 - mx.take(input, labels, axis=-1))[:, None])
-    counted = listed[:, None] & ~is_label[None, :]
-    return mx.sum(mx.where(counted, violation, 0)) / num_classes
+    labels = mx.where(listed & (target < num_classes), target, 0)  # a valid index everywhere
+    # is_label[..., i]: class i is one of the labels; listed[..., j]: entry j is one of them.
+    is_label = mx.any((mx.arange(num_classes) == labels[..., None]) & listed[..., None], axis=-2)
+    # violation[..., j, i] = max(0, 1 - (x[y_j] - x_i)); the scores come first in the sum.
+    picked = mx.take_along_axis(input, labels, axis=-1)
+    violation = hinge(input[..., None, :] + (1 - picked)[..., None])
+    counted = listed[..., None] & mx.logical_not(is_label)[..., None, :]
+    loss = mx.sum(mx.where(counted, violation, 0), axis=(-2, -1)) / num_classes
+    return mx.where(valid, loss, mx.nan)
 
 
+@per_example(input="(C,)", target="(C,)", weight="(C,)")
 def multilabel_soft_margin_loss(
     input: mx.array, target: mx.array, weight: mx.array | None = None
 ) -> mx.array:
@@ -41,7 +48,7 @@ def multilabel_soft_margin_loss(
 
     ``weight`` ``(C,)`` weighs each class (default 1). Exact for logits of any magnitude.
     """
-    loss = binary_cross_entropy_with_logits(input, target)
+    loss = bce_with_logits(input, target)
     if weight is not None:
         loss = weight * loss
     return mx.mean(loss, axis=-1)

@@ -9,6 +9,8 @@ import math
 
 import mlx.core as mx
 
+from ._example import per_example
+
 Scalar = float | mx.array
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -24,6 +26,7 @@ def _xlogx(y: mx.array) -> mx.array:
     return mx.where(is_zero, 0, y * mx.log(mx.where(is_zero, 1, y)))
 
 
+@per_example()
 def kl_div(input: mx.array, target: mx.array, *, log_target: bool = False) -> mx.array:
     r"""Pointwise Kullback-Leibler divergence of log-probabilities ``input`` from ``target``.
 
@@ -50,6 +53,7 @@ def _stirling(y: mx.array) -> mx.array:
     return mx.where(above_one, term, 0)
 
 
+@per_example()
 def poisson_nll_loss(
     input: mx.array,
     target: mx.array,
@@ -70,6 +74,7 @@ def poisson_nll_loss(
     return loss + _stirling(target) if full else loss
 
 
+@per_example()
 def gaussian_nll_loss(
     input: mx.array,
     target: mx.array,
@@ -85,9 +90,12 @@ def gaussian_nll_loss(
 
     The clamp at ``eps`` changes the value only: the gradient passes straight through to
     ``var``, as PyTorch clamps under ``no_grad``. ``var`` broadcasts against ``input``
-    (one variance per element, or shared); one loss per element.
+    (one variance per element, or shared); one loss per element. A negative ``var`` gives
+    ``nan``; ``var = inf`` gives ``inf`` with zero gradients.
     """
-    # Value: max(var, eps). Gradient: that of var itself (var - sg(var) is exactly 0 in value).
-    var = mx.stop_gradient(mx.maximum(var, eps)) + (var - mx.stop_gradient(var))
-    loss = 0.5 * (mx.log(var) + mx.square(input - target) / var)
-    return loss + _HALF_LOG_2PI if full else loss
+    # Value max(var, eps); gradient that of var itself. var + sg(eps - var) is eps in value
+    # where var < eps, and leaves var (inf and nan included) untouched elsewhere.
+    clamped = mx.where(var < eps, var + mx.stop_gradient(eps - var), var)
+    loss = 0.5 * (mx.log(clamped) + mx.square(input - target) / clamped)
+    loss = loss + _HALF_LOG_2PI if full else loss
+    return mx.where(var < 0, mx.nan, loss)

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from ._example import per_example
+
 Scalar = float | mx.array
 
 
+@per_example()
 def l1_loss(input: mx.array, target: mx.array) -> mx.array:
     r"""Absolute error, element-wise: :math:`\ell = |x - y|`."""
     return mx.abs(input - target)
 
 
+@per_example()
 def mse_loss(input: mx.array, target: mx.array) -> mx.array:
     r"""Squared error, element-wise: :math:`\ell = (x - y)^2`."""
     return mx.square(input - target)
 
 
+def _smooth_l1(input: mx.array, target: mx.array, beta: Scalar) -> mx.array:
+    d = mx.abs(input - target)
+    quadratic = d < beta
+    # Each branch is evaluated where it is kept: the quadratic one at 0 elsewhere, so that an
+    # overflowing d (inf) or beta = 0 gives no inf * 0 = nan in the gradient of the branch not taken.
+    dq = mx.where(quadratic, d, 0)
+    safe_beta = mx.where(beta > 0, beta, 1)
+    return mx.where(quadratic, 0.5 * mx.square(dq) / safe_beta, d - 0.5 * beta)
+
+
+@per_example()
 def smooth_l1_loss(input: mx.array, target: mx.array, *, beta: Scalar = 1.0) -> mx.array:
     r"""Smooth L1, element-wise, with :math:`d = |x - y|`:
 
@@ -24,15 +39,13 @@ def smooth_l1_loss(input: mx.array, target: mx.array, *, beta: Scalar = 1.0) -> 
 
     ``beta = 0`` is the L1 loss. ``beta`` may be a 0-d array (a traced hyper-parameter).
     """
-    d = mx.abs(input - target)
-    # The quadratic branch divides by beta; keep its (unselected) gradient finite at beta = 0.
-    safe_beta = mx.where(beta > 0, beta, 1)
-    return mx.where(d < beta, 0.5 * mx.square(d) / safe_beta, d - 0.5 * beta)
+    return _smooth_l1(input, target, beta)
 
 
+@per_example()
 def huber_loss(input: mx.array, target: mx.array, *, delta: Scalar = 1.0) -> mx.array:
     r"""Huber loss, element-wise: :math:`\ell = \delta \cdot \mathrm{smooth\_l1}(x, y; \beta=\delta)`,
 
     i.e. :math:`0.5 d^2` if :math:`d < \delta` else :math:`\delta (d - 0.5 \delta)`.
     """
-    return delta * smooth_l1_loss(input, target, beta=delta)
+    return delta * _smooth_l1(input, target, delta)

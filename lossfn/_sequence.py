@@ -5,8 +5,22 @@ from __future__ import annotations
 import mlx.core as mx
 
 from ._ctc_scan import ctc_batch
+from ._example import per_example
 
 
+def _ctc_batch(
+    log_probs: mx.array,
+    target: mx.array,
+    input_length: mx.array,
+    target_length: mx.array,
+    blank: int | mx.array = 0,
+    zero_infinity: bool = False,
+) -> mx.array:
+    """The batch rule: log-probabilities ``(N, T, C)``, targets ``(N, S)``, lengths ``(N,)`` -> ``(N,)``."""
+    return ctc_batch(mx.moveaxis(log_probs, 0, 1), target, input_length, target_length, blank, zero_infinity)
+
+
+@per_example(log_probs="(T, C)", target="(S,)", input_length="()", target_length="()", batch_rule=_ctc_batch)
 def ctc_loss(
     log_probs: mx.array,
     target: mx.array,
@@ -40,7 +54,4 @@ def ctc_loss(
     Not twice differentiable. Under ``mx.compile`` the scan is unrolled, which compiles slowly
     for long inputs: compile around it, not through it.
     """
-    log_probs = mx.array(log_probs) if not isinstance(log_probs, mx.array) else log_probs
-    target = mx.array(target) if not isinstance(target, mx.array) else target
-    lengths = [mx.array(x).reshape(1) for x in (input_length, target_length)]
-    return ctc_batch(log_probs[:, None, :], target[None], *lengths, blank, zero_infinity)[0]
+    return _ctc_batch(log_probs[None], target[None], input_length[None], target_length[None], blank, zero_infinity)[0]

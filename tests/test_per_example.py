@@ -210,7 +210,7 @@ def setup(model_name: str, loss_name: str):
     x = mx.array(f32(B, *MODELS[model_name].example_shape))
     rest = [mx.array(r) for r in row.rest()]
     f = T.module_loss(model, row.loss)
-    axes = row.in_axes or T._reduce.batch_axes(f, 1 + len(rest))
+    axes = row.in_axes or T._batching.batch_axes(f, 1 + len(rest))
     return model, row, f, x, rest, axes
 
 

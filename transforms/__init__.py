@@ -4,6 +4,7 @@ Every combinator returns a pure function of arrays, so they nest and compose wit
 ``mx.grad``, ``mx.vmap`` and ``mx.compile``.
 """
 
+from ._classes import is_index as is_index
 from ._compile import compiled as compiled
 from ._masking import ignore_index as ignore_index
 from ._per_example import clip_and_sum as clip_and_sum
@@ -16,14 +17,13 @@ from ._per_example import reduce_example as reduce_example
 from ._reduce import REDUCTIONS as REDUCTIONS
 from ._reduce import Reduction as Reduction
 from ._reduce import Weighted as Weighted
-from ._reduce import accurate_sum as accurate_sum
 from ._reduce import batched as batched
 from ._reduce import reduce as reduce
 from ._reduce import reduce_values as reduce_values
 from ._smoothing import smooth_labels as smooth_labels
 from ._tree import reduce_tree as reduce_tree
 from ._tree import tree_loss as tree_loss
-from ._weighting import is_index as is_index
+from ._sums import accurate_sum as accurate_sum
 from ._weighting import rescaled as rescaled
 from ._weighting import weighted as weighted
 

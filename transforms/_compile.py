@@ -8,7 +8,7 @@ from typing import Any, overload
 
 import mlx.core as mx
 
-from ._reduce import Loss
+from ._batching import Loss, batch_rule, named_like, with_trailing_axes
 
 
 @overload
@@ -26,13 +26,14 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
     ``static`` and keywords that are bools, strings, None or callables select the graph
     instead (they steer Python control flow). Works bare (``@compiled``) or with arguments
     (``@compiled(static=('p',))``). ``fn.traces`` counts how often the Python body was traced.
+    A loss with a batch rule keeps one, compiled alike.
     """
     if loss is None:
         return functools.partial(compiled, static=tuple(static))
     static = frozenset(static)
     graphs: dict[Any, Callable[..., Any]] = {}
 
-    @functools.wraps(loss)
+    @named_like(loss)
     def compiled_loss(*args: Any, **kwargs: Any) -> Any:
         fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
         dynamic = sorted(k for k in kwargs if k not in fixed)
@@ -43,7 +44,10 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
         return graph(args, [mx.array(kwargs[k]) for k in dynamic])
 
     compiled_loss.traces = 0  # type: ignore[attr-defined]
-    return compiled_loss
+    rule = batch_rule(loss)
+    if rule is not None:
+        compiled_loss.batch_rule = compiled(rule, static=static)  # type: ignore[attr-defined]
+    return with_trailing_axes(compiled_loss, loss)
 
 
 def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any) -> Callable[..., Any]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import mlx.core as mx
 
-from ._reduce import Loss, Weighted
-from ._weighting import is_index
+from ._batching import Loss, spread, transform
+from ._classes import is_index
+from ._reduce import Weighted
 
 
 def ignore_index(loss: Loss, index: int | mx.array = -100) -> Loss:
@@ -21,16 +21,19 @@ def ignore_index(loss: Loss, index: int | mx.array = -100) -> Loss:
     Probability targets have no index and pass through unchanged. Put ``ignore_index``
     outside ``smooth_labels``: smoothing spreads a target over every class.
     """
+    if isinstance(index, bool) or not isinstance(index, (int, mx.array)) or (
+        isinstance(index, mx.array) and not mx.issubdtype(index.dtype, mx.integer)
+    ):
+        raise TypeError(f"ignore_index: index must be an integer (a class index), got {index!r}")
 
-    @functools.wraps(loss)
-    def masked_loss(*args: Any, **static: Any) -> Any:
-        x, target, *rest = args
+    def body(inner: Loss, batch_ndim: int, x: Any, target: Any, *rest: Any, **static: Any) -> Any:
         if not is_index(target):
-            return loss(*args, **static)
+            return inner(x, target, *rest, **static)
         keep = target != index
-        out = loss(x, mx.where(keep, target, 0), *rest, **static)
+        out = inner(x, mx.where(keep, target, 0), *rest, **static)
         value, weight = (out.value, out.weight) if isinstance(out, Weighted) else (out, 1)
+        keep = spread(keep, value, batch_ndim)
         zero = mx.zeros_like(value)
         return Weighted(mx.where(keep, value, zero), mx.where(keep, weight, zero))
 
-    return masked_loss
+    return transform(body, loss)

@@ -37,16 +37,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import optree
 
-from ._reduce import (
-    InAxes,
-    Loss,
-    Weighted,
-    _leading_size,
-    accurate_sum,
-    batch_axes,
-    reduce_values,
-    with_trailing_axes,
-)
+from ._batching import InAxes, Loss, _leading_size, batch_axes, with_trailing_axes
+from ._reduce import Weighted, reduce_values, value_of
+from ._precision import HALF
+from ._sums import accumulator_dtype, accurate_sum
 
 ExampleReduction = Literal["sum", "mean"]
 Method = Literal["auto", "vmap", "linear"]
@@ -63,7 +57,7 @@ def reduce_example(out: mx.array | Weighted, how: ExampleReduction = "sum") -> m
     """
     _check_example_reduction(how)
     if how == "mean":
-        return reduce_values(out, "mean", 1)
+        return reduce_values(out, "mean")
     if isinstance(out, Weighted):
         return Weighted(accurate_sum(out.value), accurate_sum(mx.broadcast_to(out.weight, out.value.shape)))
     return accurate_sum(out)
@@ -120,10 +114,6 @@ class PerExample(Protocol):
     def combine(self, scale: mx.array) -> Params: ...
 
 
-def value_of(out: mx.array | Weighted) -> mx.array:
-    return out.value if isinstance(out, Weighted) else out
-
-
 class _Materialised:
     """Gradients as arrays ``(B, *leaf.shape)``; ``combine`` is a batch gradient of the scaled loss."""
 
@@ -150,19 +140,10 @@ def _combine(grads: Params, scale: mx.array) -> Params:
 
 
 def _row_sum_of_squares(x: mx.array) -> mx.array:
-    """``sum(x_i^2)`` over every axis but the first: ``(B, ...) -> (B,)``.
-
-    Squares are summed along the last axis, then each example's partial sums by
-    ``accurate_sum``: float32 sums run sequentially, and this keeps every run short.
-    The order does not follow the memory layout, which MLX chooses (the gradient of a
-    Linear weight comes out transposed, a convolution's batch axis is not outermost).
-    """
-    if x.dtype not in (mx.float32, mx.float64):
-        x = x.astype(mx.float32)
-    squares = mx.square(x)
-    if x.ndim <= 2:
-        return squares if x.ndim == 1 else mx.vmap(accurate_sum)(squares)
-    return mx.vmap(accurate_sum)(mx.sum(squares, axis=-1))
+    """``sum(x_i^2)`` over every axis but the first: ``(B, ...) -> (B,)``, squared and summed in the
+    accumulator dtype (float64 on the CPU: float32 sums run sequentially); float32 for half precision."""
+    squares = mx.square(x.astype(accumulator_dtype()))
+    return mx.sum(squares, axis=tuple(range(1, x.ndim))).astype(mx.float32 if x.dtype in HALF else x.dtype)
 
 
 def _scaled_batch_sum(g: mx.array, scale: mx.array) -> mx.array:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import mlx.core as mx
 
-from ._reduce import Loss, Weighted
-from ._weighting import is_index
+from ._batching import Loss, named_like, spread, transform, with_trailing_axes
+from ._classes import is_index, valid_class
+from ._reduce import Weighted
 
 
 def smooth_labels(loss: Loss, alpha: float | mx.array, *, linear: bool = False) -> Loss:
@@ -26,21 +26,18 @@ def smooth_labels(loss: Loss, alpha: float | mx.array, *, linear: bool = False) 
     label: ``smooth_labels(weighted(cross_entropy), a)`` is PyTorch's weighted smoothing.
     With ``linear`` (``f`` takes distributions and is linear in them, as cross-entropy is)
     ``f`` is called once, at the smoothed distribution: no gather over the classes, and work
-    shared by both terms is done and differentiated once.
+    shared by both terms is done and differentiated once. A class index outside ``[0, C)``
+    gives ``nan``.
     """
+    if linear:
+        return transform(lambda inner, batch_ndim, *a, **s: _smooth_linear(inner, batch_ndim, alpha, *a, **s), loss)
 
-    @functools.wraps(loss)
-    def smoothed_loss(*args: Any, **static: Any) -> Any:
-        x, target, *rest = args
+    @named_like(loss)
+    def smoothed_loss(x: Any, target: Any, *rest: Any, **static: Any) -> Any:
         num_classes = x.shape[-1]
         if not is_index(target):
             return loss(x, (1 - alpha) * target + alpha / num_classes, *rest, **static)
-        hard = loss(*args, **static)
-        if linear:  # ``hard`` only lends its weight: its value is unused, never computed
-            smoothed = (1 - alpha) * (mx.arange(num_classes) == target) + alpha / num_classes
-            out = loss(x, smoothed.astype(x.dtype), *rest, **static)
-            value = out.value if isinstance(out, Weighted) else out
-            return Weighted(value, hard.weight) if isinstance(hard, Weighted) else value
+        hard = loss(x, target, *rest, **static)
         every = mx.vmap(lambda c: loss(x, c, *rest, **static))(mx.arange(num_classes))
 
         def mix(h: mx.array, e: mx.array) -> mx.array:
@@ -50,4 +47,18 @@ def smooth_labels(loss: Loss, alpha: float | mx.array, *, linear: bool = False) 
             return Weighted(mix(hard.value, every.value), hard.weight)
         return mix(hard, every)
 
-    return smoothed_loss
+    # No batch rule: the classes are a vmap, and a batch of this loss is a vmap too.
+    return with_trailing_axes(smoothed_loss, loss)
+
+
+def _smooth_linear(inner: Loss, batch_ndim: int, alpha: Any, x: Any, target: Any, *rest: Any, **static: Any) -> Any:
+    num_classes = x.shape[-1]
+    if not is_index(target):
+        return inner(x, (1 - alpha) * target + alpha / num_classes, *rest, **static)
+    hard = inner(x, target, *rest, **static)  # lends only its weight: its value is never computed
+    smoothed = (1 - alpha) * (mx.arange(num_classes) == target[..., None]) + alpha / num_classes
+    out = inner(x, smoothed.astype(x.dtype), *rest, **static)
+    value = out.value if isinstance(out, Weighted) else out
+    # The smoothed distribution of an invalid index is plausible: mark it.
+    value = mx.where(spread(valid_class(target, num_classes), value, batch_ndim), value, mx.nan)
+    return Weighted(value, hard.weight) if isinstance(hard, Weighted) else value

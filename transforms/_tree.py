@@ -28,18 +28,10 @@ from typing import Any
 import mlx.core as mx
 import optree
 
-from ._per_example import ExampleReduction, reduce_example, value_of
-from ._reduce import (
-    InAxes,
-    Loss,
-    Reduction,
-    Weighted,
-    _leading_size,
-    batch_axes,
-    batched,
-    check_reduction,
-    reduce_values,
-)
+from ._batching import InAxes, Loss, as_arrays, run_batched
+from ._per_example import ExampleReduction, reduce_example
+from ._precision import cast_floats, result_dtype, upcast
+from ._reduce import Reduction, Weighted, check_reduction, reduce_values, value_of
 
 Tree = Any
 
@@ -84,17 +76,13 @@ def reduce_tree(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | 
     the loss's output structure. Meant for ``tree_loss(...).parts``: the per-head batch losses.
     """
     check_reduction(reduction)
-    batched_loss = batched(loss, in_axes)
 
-    @functools.wraps(loss)
+    @functools.wraps(loss, updated=())
     def reduced_tree(*args: Any, **static: Any) -> Tree:
-        axes = tuple(in_axes) if in_axes is not None else batch_axes(loss, len(args))
-        sizes = {_leading_size(a, ax) for a, ax in zip(args, axes) if ax is not None} - {None}
-        if len(sizes) > 1:
-            raise ValueError(f"reduce_tree: batched arguments disagree on the batch size, saw {sorted(sizes)}")
-        size = sizes.pop() if sizes else 1
-        out = batched_loss(*args, **static)
-        return optree.tree_map(lambda o: reduce_values(o, reduction, size), out, is_leaf=_is_weighted)
+        args = as_arrays(args)
+        out = run_batched(loss, upcast(args), in_axes, static)
+        reduced = optree.tree_map(lambda o: reduce_values(o, reduction), out, is_leaf=_is_weighted)
+        return cast_floats(reduced, result_dtype(args))
 
     return reduced_tree
 

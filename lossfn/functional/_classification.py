@@ -41,7 +41,6 @@ def _check_class_input(input: Array, target: Array, *, allow_probabilities: bool
     return num_classes
 
 
-
 def _class_loss(
     loss: Callable[..., Any],
     input: Any,
@@ -57,13 +56,14 @@ def _class_loss(
     if weight is not None:
         weight = C.as_array(weight, "weight")
         C.check_class_weight(weight, num_classes)
+    ignore_index = C.check_integer_index(ignore_index, "ignore_index")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if T.is_index(target):
-        C.check_class_indices(target, num_classes, ignore_index)
     graph = class_graph(loss, reduction, weight is not None, label_smoothing > 0)
     shared = () if weight is None else (weight,)
-    return run_classwise(graph, input, target, *shared, index=int(ignore_index), alpha=float(label_smoothing))
+    out, ok = run_classwise(graph, input, target, *shared, index=ignore_index, alpha=float(label_smoothing))
+    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, ignore_index))
+    return out
 
 
 def cross_entropy(
@@ -104,12 +104,17 @@ def _binary(
     weight: Any,
     reduction: str,
     *extra: Array,
-) -> Array:
+    check: Callable[..., Array] | None = None,
+) -> Any:
     """Run a binary loss of ``(input, target, *extra)`` with BCE's element-wise ``weight``."""
     if weight is None:
-        return run_elementwise(reduce_graph(loss, reduction), input, target, *extra)
+        return run_elementwise(reduce_graph(loss, reduction, check=check), input, target, *extra)
     weight = C.broadcast_to(C.as_array(weight, "weight"), input.shape, "weight", "input")
-    return run_elementwise(reduce_graph(loss, reduction, "rescale"), input, target, *extra, weight)
+    return run_elementwise(reduce_graph(loss, reduction, "rescale", check=check), input, target, *extra, weight)
+
+
+def _probabilities(input: Array, target: Array, *weight: Array) -> Array:
+    return mx.stack([C.in_unit_interval(input), C.in_unit_interval(target)])
 
 
 def binary_cross_entropy(
@@ -125,9 +130,9 @@ def binary_cross_entropy(
     input, target = C.input_and_target(input, target)
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
-    C.check_in_unit_interval(input, "input")
-    C.check_in_unit_interval(target, "target")
-    return _binary(_bce, input, target, weight, reduction)
+    out, ok = _binary(_bce, input, target, weight, reduction, check=_probabilities)
+    C.raise_unless(mx.all(ok), out, lambda: C.unit_interval_error("input" if not ok[0].item() else "target"))
+    return out
 
 
 def binary_cross_entropy_with_logits(

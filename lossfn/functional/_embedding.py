@@ -8,6 +8,8 @@ from typing import Any
 
 import mlx.core as mx
 
+import transforms as T
+
 from .. import _checks as C
 from .._embedding import cosine_embedding_loss as _cosine_embedding
 from .._embedding import hinge_embedding_loss as _hinge_embedding
@@ -41,8 +43,12 @@ def pairwise_distance(x1: Array, x2: Array, p: float = 2.0, eps: float = 1e-6, k
     Not a loss, but the default distance of the triplet losses, here to build batched
     distance functions for :func:`triplet_margin_with_distance_loss` as in PyTorch.
     """
-    x1, x2 = _floating(x1=x1, x2=x2)
-    distance = _pairwise_distance(x1, x2, p=float(p), eps=eps)
+    x1, x2 = C.broadcast_arrays(**dict(zip(("x1", "x2"), _floating(x1=x1, x2=x2))))
+    if x1.ndim <= 1:
+        distance = _pairwise_distance(x1.reshape(-1), x2.reshape(-1), p=float(p), eps=eps)
+    else:
+        rows = [x.reshape(-1, x.shape[-1]) for x in (x1, x2)]
+        distance = T.batched(_pairwise_distance)(*rows, p=float(p), eps=eps).reshape(-1, *x1.shape[1:-1])
     return distance[..., None] if keepdim else distance
 
 
@@ -80,8 +86,9 @@ def cosine_embedding_loss(
             f"target of shape {C.shape_str(target)} does not match the batch of the inputs, "
             f"of shape {C.shape_str(input1)}"
         ) from err
-    input1, input2 = (mx.broadcast_to(x, (rows, x.shape[1])) for x in (input1, input2))
-    return graph(input1, input2, mx.broadcast_to(target, (rows,)), margin=float(margin))
+    input1, input2 = (x if x.shape[0] == rows else mx.broadcast_to(x, (rows, x.shape[1])) for x in (input1, input2))
+    target = target if target.shape[0] == rows else mx.broadcast_to(target, (rows,))
+    return graph(input1, input2, target, margin=float(margin))
 
 
 def _check_triplet(anchor: Array, positive: Array, negative: Array, margin: float) -> None:

@@ -3,7 +3,11 @@
 A *graph* is a compiled composition of a per-example loss with transforms, cached per
 static configuration (the reduction, which transforms are present). Numeric
 hyper-parameters enter it as arrays, so new data, new weights or a new margin of the same
-shapes never retrace. A *layout* turns PyTorch's batch into one example per row.
+shapes never retrace. A graph may carry a *check*: a condition on its arguments (an index
+range, probabilities in [0, 1]) computed in the same graph, returned beside the loss, so that
+one evaluation gives both (``_checks.raise_unless``). A *layout* turns PyTorch's batch into
+one example per row; layouts reshape with ``-1`` for the batch, so that they hold under
+``mx.compile(..., shapeless=True)``.
 """
 
 from __future__ import annotations
@@ -16,15 +20,25 @@ import mlx.core as mx
 
 import transforms as T
 
+from .. import _checks as C
+
 Array = mx.array
+Check = Callable[..., Array]
 
 
-# --- graphs -------------------------------------------------------------------------------
+def _with_check(composed: Callable[..., Array], check: Check | None) -> Callable[..., Any]:
+    if check is None:
+        return composed
+    return lambda *args, **hyper: (composed(*args, **hyper), check(*args, **hyper))
 
 
 @functools.cache
 def reduce_graph(
-    loss: Callable[..., Any], reduction: str, weighting: str | None = None, static: tuple[str, ...] = ()
+    loss: Callable[..., Any],
+    reduction: str,
+    weighting: str | None = None,
+    static: tuple[str, ...] = (),
+    check: Check | None = None,
 ) -> Any:
     """``reduce(loss)``, with an optional weighting transform appended:
 
@@ -34,57 +48,67 @@ def reduce_graph(
       while a 'mean' still divides by the number of examples (PyTorch's multi-margin loss).
 
     Keywords named in ``static`` (a norm's order ``p``) select the graph; other numeric keywords
-    (``margin``, ``beta``) enter it as arrays.
+    (``margin``, ``beta``) enter it as arrays. With ``check`` the graph returns ``(loss, ok)``.
     """
+    if weighting == "class":
+        f = T.weighted(loss, normalize=False)
+    elif weighting is not None:
+        f = T.rescaled(loss, normalize=weighting == "normalize")
+    else:
+        f = loss
+    return T.compiled(_with_check(T.reduce(f, reduction), check), static=static)
 
-    def composed(*args: Array, **hyper: Any) -> Array:
-        if weighting == "class":
-            f = T.weighted(loss, normalize=False)
-        elif weighting is not None:
-            f = T.rescaled(loss, normalize=weighting == "normalize")
-        else:
-            f = loss
-        return T.reduce(f, reduction)(*args, **hyper)
 
-    return T.compiled(composed, static=static)
+def _indices_valid(x: Array, y: Array, *weight: Array, index: Array, alpha: Array) -> Array:
+    return C.indices_valid(y, x.shape[-1], index) if T.is_index(y) else mx.array(True)
 
 
 @functools.cache
 def class_graph(loss: Callable[..., Any], reduction: str, weighted: bool, smoothed: bool) -> Any:
-    """PyTorch's class-index loss: ``reduce(ignore_index(smooth_labels(weighted(loss))))``."""
+    """PyTorch's class-index loss: ``reduce(ignore_index(smooth_labels(weighted(loss))))``, and
+    whether every index is a class or the ignore index: ``(loss, ok)``."""
 
     def composed(x: Array, y: Array, *weight: Array, index: Array, alpha: Array) -> Array:
         f = T.weighted(loss) if weighted else loss
         f = T.smooth_labels(f, alpha, linear=True) if smoothed else f  # PyTorch smooths only CE
         return T.reduce(T.ignore_index(f, index), reduction)(x, y, *weight)
 
-    return T.compiled(composed)
+    return T.compiled(_with_check(composed, _indices_valid))
 
 
 # --- layouts ------------------------------------------------------------------------------
 
 
-def run_elementwise(graph: Any, input: Array, *args: Array, **hyper: Any) -> Array:
+def run_elementwise(graph: Any, input: Array, *args: Array, **hyper: Any) -> Any:
     """Run an element-wise graph; a 0-d input is a batch of one, returned 0-d."""
     if input.ndim == 0:
-        out = graph(input.reshape(1), *(a.reshape(1) for a in args), **hyper)
-        return out.reshape(()) if out.ndim else out
+        return _squeezed(graph(input.reshape(1), *(a.reshape(1) for a in args), **hyper))
     return graph(input, *args, **hyper)
 
 
-def run_classwise(graph: Any, input: Array, target: Array, *shared: Array, **hyper: Any) -> Array:
+def _squeezed(out: Any) -> Any:
+    """A graph's output for a batch of one, as one example: 'none' loses its batch axis."""
+    if isinstance(out, tuple):
+        return (_squeezed(out[0]), *out[1:])
+    return out.reshape(()) if out.ndim else out
+
+
+def run_classwise(graph: Any, input: Array, target: Array, *shared: Array, **hyper: Any) -> Any:
     """Run a class graph on ``(N, C, d1..dk)`` or ``(C,)`` scores, one row per position.
 
     The class axis moves last and the positions flatten into rows; an index target
     ``(N, d1..dk)`` flattens alike and a probability target moves like the input.
     'none' comes back in the target's layout: ``(N, d1..dk)``, or ``()`` unbatched.
     """
-    num_classes = input.shape[0] if input.ndim == 1 else input.shape[1]
-    positions = (input.shape[:1] + input.shape[2:]) if input.ndim > 1 else ()
-    rows = mx.moveaxis(input, 1, -1).reshape(-1, num_classes) if input.ndim > 1 else input[None]
-    if T.is_index(target):
-        target_rows = target.reshape(-1)
-    else:
-        target_rows = mx.moveaxis(target, 1, -1).reshape(-1, num_classes) if target.ndim > 1 else target[None]
-    out = graph(rows, target_rows, *shared, **hyper)
-    return out.reshape(positions) if out.ndim else out
+    if input.ndim == 1:
+        out, ok = graph(input[None], target[None], *shared, **hyper)
+        return _squeezed(out), ok
+    out, ok = graph(_rows(input), target.reshape(-1) if T.is_index(target) else _rows(target), *shared, **hyper)
+    if out.ndim and input.ndim > 2:
+        out = out.reshape(-1, *input.shape[2:])
+    return out, ok
+
+
+def _rows(x: Array) -> Array:
+    """``(N, C, d1..dk)`` as rows ``(N d1..dk, C)``: the class axis last."""
+    return x if x.ndim == 2 else mx.moveaxis(x, 1, -1).reshape(-1, x.shape[1])

@@ -43,12 +43,17 @@ def multi_margin_loss(
     if weight is not None:
         weight = C.as_array(weight, "weight")
         C.check_class_weight(weight, num_classes)
-    C.check_class_indices(target, num_classes, None)
-    graph = reduce_graph(_multi_margin, reduction, "class" if weight is not None else None, static=("p",))
+    weighting = "class" if weight is not None else None
+    graph = reduce_graph(_multi_margin, reduction, weighting, static=("p",), check=_indices_valid)
     shared = () if weight is None else (weight,)
-    out = graph(input.reshape(-1, num_classes), target.reshape(-1), *shared, p=int(p), margin=float(margin))
+    out, ok = graph(input.reshape(-1, num_classes), target.reshape(-1), *shared, p=int(p), margin=float(margin))
+    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, None))
     # 'none' comes back in the target's layout: (N,), or () for one example.
-    return out.reshape(target.shape) if out.ndim else out
+    return out.reshape(()) if out.ndim and target.ndim == 0 else out
+
+
+def _indices_valid(input: Array, target: Array, *weight: Array, **hyper: Array) -> Array:
+    return C.indices_valid(target, input.shape[-1])
 
 
 def soft_margin_loss(

@@ -15,8 +15,17 @@ Array = mx.array
 
 
 def _rows(x: Array, num_classes: int) -> Array:
-    """``x`` with its leading axes flattened: one example (``num_classes`` scores) per row."""
-    return x.reshape(math.prod(x.shape[:-1]) if x.ndim else 1, num_classes)
+    """``x`` with its leading axes flattened: one example (``num_classes`` scores) per row.
+
+    The row count is left to MLX (``-1``, right under a shapeless compile) unless there are no classes.
+    """
+    if x.ndim == 2:
+        return x
+    return x.reshape(-1, num_classes) if num_classes else x.reshape(math.prod(x.shape[:-1]), 0)
+
+
+def _padded_indices_valid(input: Array, target: Array) -> Array:
+    return C.padded_indices_valid(target, input.shape[-1])
 
 
 def multilabel_margin_loss(
@@ -45,11 +54,11 @@ def multilabel_margin_loss(
             f"-1); got shape {C.shape_str(target)}"
         )
     C.check_integer(target, "target")
-    C.check_padded_class_indices(target, num_classes)
-    graph = reduce_graph(_multilabel_margin, reduction)
-    out = graph(_rows(input, num_classes), _rows(target, num_classes))
+    graph = reduce_graph(_multilabel_margin, reduction, check=_padded_indices_valid)
+    out, ok = graph(_rows(input, num_classes), _rows(target, num_classes))
+    C.raise_unless(ok, out, lambda: C.padded_index_error(target, num_classes))
     # 'none' is one loss per example: (N,), or () for one example.
-    return out.reshape(input.shape[:1] if input.ndim == 2 else ()) if out.ndim else out
+    return out.reshape(()) if out.ndim and input.ndim < 2 else out
 
 
 def multilabel_soft_margin_loss(
@@ -75,4 +84,6 @@ def multilabel_soft_margin_loss(
         rows.append(_rows(C.broadcast_to(weight, input.shape, "weight", "input"), num_classes))
     out = reduce_graph(_multilabel_soft_margin, reduction)(*rows)
     # 'none' is one loss per example: the input's shape without its class axis.
-    return out.reshape(input.shape[:-1]) if out.ndim else out
+    if out.ndim and input.ndim != 2:
+        out = out.reshape(input.shape[:-1]) if input.ndim < 2 else out.reshape(-1, *input.shape[1:-1])
+    return out

@@ -75,7 +75,7 @@ def smooth_l1_loss(
 ) -> Array:
     """Smooth L1 loss; see :class:`lossfn.nn.SmoothL1Loss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
-    if beta < 0:
+    if not beta >= 0:  # nan too
         raise ValueError(f"smooth_l1_loss does not support negative values for beta, got beta={beta}")
     return _regression(_smooth_l1, input, target, reduction, None, "rescale", beta=float(beta))
 
@@ -89,6 +89,6 @@ def huber_loss(
 ) -> Array:
     """Huber loss; see :class:`lossfn.nn.HuberLoss`. With ``weight``, 'mean' is ``mean(w l)``."""
     reduction = C.reduction_of(None, None, reduction)
-    if delta <= 0:
+    if not delta > 0:  # nan too
         raise ValueError(f"huber_loss does not support non-positive values for delta, got delta={delta}")
     return _regression(_huber, input, target, reduction, weight, "rescale", delta=float(delta))

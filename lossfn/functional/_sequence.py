@@ -144,4 +144,4 @@ def ctc_loss(
         return losses[0] if unbatched else losses
     if reduction == "mean":
         losses = losses / mx.maximum(target_lengths, 1).astype(losses.dtype)
-    return T.reduce_values(losses, reduction, batch_size)
+    return T.reduce_values(losses, reduction)

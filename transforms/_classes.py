@@ -1,0 +1,39 @@
+"""Class indices: telling them from distributions, and reading at them without ever reading out of bounds.
+
+The library's in-graph validation rule: where the arrays cannot be read (inside
+``mx.compile``, ``mx.vmap`` or ``mx.grad``) nothing can raise, so an invalid class index
+makes its example's loss ``nan``. Every gather reads at a clamped index first, so bad data
+can neither crash the process nor come out as a plausible number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+
+def is_index(target: Any) -> bool:
+    """Whether ``target`` holds class indices (an integer array) rather than probabilities."""
+    dtype = target.dtype if isinstance(target, mx.array) else mx.array(target).dtype
+    return not mx.issubdtype(dtype, mx.inexact)
+
+
+def valid_class(target: mx.array, num_classes: int) -> mx.array:
+    """Whether each class index lies in ``[0, num_classes)``."""
+    return (target >= 0) & (target < num_classes)
+
+
+def take_class(scores: mx.array, target: mx.array) -> tuple[mx.array, mx.array]:
+    """``scores[..., target]`` for scores ``(..., C)`` and indices ``(...)``, and whether each index is valid.
+
+    An invalid index reads class 0 (the caller turns its loss into ``nan``).
+    """
+    valid = valid_class(target, scores.shape[-1])
+    safe = mx.where(valid, target, 0)
+    return mx.squeeze(mx.take_along_axis(scores, safe[..., None], axis=-1), -1), valid
+
+
+def take_shared(table: mx.array, target: mx.array) -> mx.array:
+    """``table[target]`` for a table ``(C,)`` shared by the batch, the index clamped to ``[0, C)``."""
+    return mx.take(table, mx.clip(target, 0, table.shape[0] - 1))
