@@ -78,7 +78,7 @@ def check_same_shape(a: mx.array, b: mx.array, name_a: str, name_b: str) -> None
 
 
 def broadcast_pair(input: mx.array, target: mx.array) -> tuple[mx.array, mx.array]:
-    """Broadcast ``input`` and ``target``, warning as PyTorch does when their sizes differ."""
+    """``broadcast_first(input, target)``, warning as PyTorch does when their sizes differ."""
     if input.shape != target.shape:
         warnings.warn(
             f"Using a target size ({shape_str(target)}) that is different to the input size "
@@ -88,25 +88,37 @@ def broadcast_pair(input: mx.array, target: mx.array) -> tuple[mx.array, mx.arra
             stacklevel=4,
         )
         try:
-            shape = mx.broadcast_shapes(input.shape, target.shape)
+            mx.broadcast_shapes(input.shape, target.shape)
         except ValueError as err:
             raise ValueError(
                 f"input of shape {shape_str(input)} and target of shape {shape_str(target)} "
                 "cannot be broadcast together"
             ) from err
-        input, target = mx.broadcast_to(input, shape), mx.broadcast_to(target, shape)
+    input, target = broadcast_first(input=input, target=target)
     return input, target
 
 
 def broadcast_to(x: mx.array, shape: tuple[int, ...], name: str, to: str) -> mx.array:
     """``x`` broadcast to ``shape``, or a ValueError naming ``x`` and ``to``."""
+    check_broadcasts(x, shape, name, to)
+    return x if x.shape == tuple(shape) else mx.broadcast_to(x, shape)
+
+
+def check_broadcasts(x: mx.array, shape: tuple[int, ...], name: str, to: str) -> mx.array:
+    """``x`` as it is, or a ValueError naming ``x`` and ``to`` if it does not broadcast to ``shape``.
+
+    For an element-wise graph, which broadcasts its arguments itself (``_graphs``).
+    """
     try:
-        return mx.broadcast_to(x, shape)
-    except ValueError as err:
+        fits = tuple(mx.broadcast_shapes(x.shape, tuple(shape))) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"{name} of shape {shape_str(x)} cannot be broadcast to the shape of {to}, "
             f"{tuple(shape)}"
-        ) from err
+        )
+    return x
 
 
 def holds(condition: mx.array) -> bool | None:
@@ -204,9 +216,22 @@ def check_integer_index(value: Any, name: str) -> int:
 def broadcast_arrays(**arrays: mx.array) -> list[mx.array]:
     """The named arrays broadcast to their common shape (silently, as PyTorch's element-wise ops),
     or a ValueError naming each array and its shape."""
+    shape = common_shape(**arrays)
+    return [x if x.shape == shape else mx.broadcast_to(x, shape) for x in arrays.values()]
+
+
+def broadcast_first(**arrays: mx.array) -> list[mx.array]:
+    """``broadcast_arrays`` for an element-wise graph: the first array broadcast to the common
+    shape, the others as they are (the graph broadcasts them, see ``_graphs``)."""
+    shape = common_shape(**arrays)
+    first, *rest = arrays.values()
+    return [first if first.shape == shape else mx.broadcast_to(first, shape), *rest]
+
+
+def common_shape(**arrays: mx.array) -> tuple[int, ...]:
+    """The shape the named arrays broadcast to, or a ValueError naming each array and its shape."""
     try:
-        shape = mx.broadcast_shapes(*(x.shape for x in arrays.values()))
+        return tuple(mx.broadcast_shapes(*(x.shape for x in arrays.values())))
     except ValueError as err:
         seen = ", ".join(f"{name} of shape {shape_str(x)}" for name, x in arrays.items())
         raise ValueError(f"{seen} cannot be broadcast together") from err
-    return [x if x.shape == shape else mx.broadcast_to(x, shape) for x in arrays.values()]

@@ -108,9 +108,10 @@ def _binary(
 ) -> Any:
     """Run a binary loss of ``(input, target, *extra)`` with BCE's element-wise ``weight``."""
     if weight is None:
-        return run_elementwise(reduce_graph(loss, reduction, check=check), input, target, *extra)
-    weight = C.broadcast_to(C.as_array(weight, "weight"), input.shape, "weight", "input")
-    return run_elementwise(reduce_graph(loss, reduction, "rescale", check=check), input, target, *extra, weight)
+        return run_elementwise(reduce_graph(loss, reduction, check=check, elementwise=True), input, target, *extra)
+    weight = C.check_broadcasts(C.as_array(weight, "weight"), input.shape, "weight", "input")
+    graph = reduce_graph(loss, reduction, "rescale", check=check, elementwise=True)
+    return run_elementwise(graph, input, target, *extra, weight)
 
 
 def _probabilities(input: Array, target: Array, *weight: Array) -> Array:
@@ -152,5 +153,5 @@ def binary_cross_entropy_with_logits(
     extra = ()
     if pos_weight is not None:
         pos_weight = C.as_array(pos_weight, "pos_weight")
-        extra = (C.broadcast_to(pos_weight, input.shape, "pos_weight", "input"),)
+        extra = (C.check_broadcasts(pos_weight, input.shape, "pos_weight", "input"),)
     return _binary(_bce_logits, input, target, weight, reduction, *extra)

@@ -159,8 +159,8 @@ def triplet_margin_with_distance_loss(
     if swap:
         distances.append(distance_function(positive, negative))
     names = ("positive_distance", "negative_distance", "swap_distance")
-    distances = C.broadcast_arrays(**{n: C.as_array(d, n) for n, d in zip(names, distances)})
-    graph = reduce_graph(_triplet_from_distances, reduction)
+    distances = C.broadcast_first(**{n: C.as_array(d, n) for n, d in zip(names, distances)})
+    graph = reduce_graph(_triplet_from_distances, reduction, elementwise=True)
     return run_elementwise(graph, *distances, margin=float(margin))
 
 
@@ -182,8 +182,8 @@ def margin_ranking_loss(
             "margin_ranking_loss : All input tensors should have same dimension but got sizes: "
             f"input1: {C.shape_str(input1)}, input2: {C.shape_str(input2)}, target: {C.shape_str(target)}"
         )
-    arrays = C.broadcast_arrays(input1=input1, input2=input2, target=target)
-    return run_elementwise(reduce_graph(_margin_ranking, reduction), *arrays, margin=float(margin))
+    arrays = C.broadcast_first(input1=input1, input2=input2, target=target)
+    return run_elementwise(reduce_graph(_margin_ranking, reduction, elementwise=True), *arrays, margin=float(margin))
 
 
 def hinge_embedding_loss(
@@ -197,5 +197,5 @@ def hinge_embedding_loss(
     """Hinge embedding loss, element-wise; see :class:`lossfn.nn.HingeEmbeddingLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
     (input,) = _floating(input=input)
-    arrays = C.broadcast_arrays(input=input, target=C.as_array(target, "target"))
-    return run_elementwise(reduce_graph(_hinge_embedding, reduction), *arrays, margin=float(margin))
+    arrays = C.broadcast_first(input=input, target=C.as_array(target, "target"))
+    return run_elementwise(reduce_graph(_hinge_embedding, reduction, elementwise=True), *arrays, margin=float(margin))

@@ -26,6 +26,19 @@ Array = mx.array
 Check = Callable[..., Array]
 
 
+def _broadcasting(composed: Callable[..., Any]) -> Callable[..., Any]:
+    """``composed`` with every argument broadcast against the first, inside the graph.
+
+    An addition of zeros: MLX fuses it into the loss's kernel and infers its shape again under
+    a shapeless compile, where an eager ``broadcast_to`` would keep the traced shape.
+    """
+
+    def broadcast(x: Array, *rest: Array, **hyper: Any) -> Any:
+        return composed(x, *(r if r.shape == x.shape else r + mx.zeros_like(x) for r in rest), **hyper)
+
+    return broadcast
+
+
 def _with_check(composed: Callable[..., Array], check: Check | None) -> Callable[..., Any]:
     if check is None:
         return composed
@@ -39,6 +52,7 @@ def reduce_graph(
     weighting: str | None = None,
     static: tuple[str, ...] = (),
     check: Check | None = None,
+    elementwise: bool = False,
 ) -> Any:
     """``reduce(loss)``, with an optional weighting transform appended:
 
@@ -49,6 +63,7 @@ def reduce_graph(
 
     Keywords named in ``static`` (a norm's order ``p``) select the graph; other numeric keywords
     (``margin``, ``beta``) enter it as arrays. With ``check`` the graph returns ``(loss, ok)``.
+    An ``elementwise`` graph broadcasts its arguments against the first (the input).
     """
     if weighting == "class":
         f = T.weighted(loss, normalize=False)
@@ -56,7 +71,9 @@ def reduce_graph(
         f = T.rescaled(loss, normalize=weighting == "normalize")
     else:
         f = loss
-    return T.compiled(_with_check(T.reduce(f, reduction), check), static=static)
+    composed = T.reduce(f, reduction)
+    composed = _broadcasting(composed) if elementwise else composed
+    return T.compiled(_with_check(composed, check), static=static)
 
 
 def _indices_valid(x: Array, y: Array, *weight: Array, index: Array, alpha: Array) -> Array:

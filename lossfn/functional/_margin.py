@@ -66,5 +66,5 @@ def soft_margin_loss(
     """Two-class logistic loss for targets of +-1; see :class:`lossfn.nn.SoftMarginLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
     input, target = C.input_and_target(input, target)
-    target = C.broadcast_to(target, input.shape, "target", "input").astype(input.dtype)
-    return run_elementwise(reduce_graph(_soft_margin, reduction), input, target)
+    target = C.check_broadcasts(target, input.shape, "target", "input").astype(input.dtype)
+    return run_elementwise(reduce_graph(_soft_margin, reduction, elementwise=True), input, target)

@@ -24,6 +24,14 @@ def _rows(x: Array, num_classes: int) -> Array:
     return x.reshape(-1, num_classes) if num_classes else x.reshape(math.prod(x.shape[:-1]), 0)
 
 
+def _class_rows(x: Array, input: Array) -> Array:
+    """``x``, which broadcasts to ``input``, as rows like ``input``'s; one per class ``(C,)`` or
+    fewer dimensions stays as it is, broadcast inside the graph."""
+    if x.ndim <= 1:
+        return x
+    return _rows(x if x.shape == input.shape else mx.broadcast_to(x, input.shape), input.shape[-1])
+
+
 def _padded_indices_valid(input: Array, target: Array) -> Array:
     return C.padded_indices_valid(target, input.shape[-1])
 
@@ -76,13 +84,13 @@ def multilabel_soft_margin_loss(
         raise ValueError("input must have a class axis (the last): shape (C,), (N, C) or (..., C); got a 0-d array")
     num_classes = input.shape[-1]
     # PyTorch broadcasts target and weight against the input without a warning.
-    target = C.broadcast_to(target, input.shape, "target", "input").astype(input.dtype)
-    rows = [_rows(input, num_classes), _rows(target, num_classes)]
+    target = C.check_broadcasts(target, input.shape, "target", "input").astype(input.dtype)
+    rows = [_rows(input, num_classes), _class_rows(target, input)]
     if weight is not None:
         weight = C.as_array(weight, "weight")
         C.check_floating(weight, "weight")
-        rows.append(_rows(C.broadcast_to(weight, input.shape, "weight", "input"), num_classes))
-    out = reduce_graph(_multilabel_soft_margin, reduction)(*rows)
+        rows.append(_class_rows(C.check_broadcasts(weight, input.shape, "weight", "input"), input))
+    out = reduce_graph(_multilabel_soft_margin, reduction, elementwise=True)(*rows)
     # 'none' is one loss per example: the input's shape without its class axis.
     if out.ndim and input.ndim != 2:
         out = out.reshape(input.shape[:-1]) if input.ndim < 2 else out.reshape(-1, *input.shape[1:-1])

@@ -42,12 +42,12 @@ def kl_div(
     input, target = C.input_and_target(input, target)
     C.check_floating(target, "target")
     batch_size = input.shape[0] if input.ndim else 1
-    input, target = C.broadcast_arrays(input=input, target=target)
+    input, target = C.broadcast_first(input=input, target=target)
     if reduction == "batchmean" and input.ndim and input.shape[0] != batch_size:
         # PyTorch divides by input.size(0) even where target broadcasts input over a larger batch.
-        total = run_elementwise(reduce_graph(_kl_div, "sum"), input, target, log_target=log_target)
+        total = run_elementwise(reduce_graph(_kl_div, "sum", elementwise=True), input, target, log_target=log_target)
         return total / batch_size
-    return run_elementwise(reduce_graph(_kl_div, reduction), input, target, log_target=log_target)
+    return run_elementwise(reduce_graph(_kl_div, reduction, elementwise=True), input, target, log_target=log_target)
 
 
 def poisson_nll_loss(
@@ -63,8 +63,8 @@ def poisson_nll_loss(
     """Poisson negative log-likelihood; see :class:`lossfn.nn.PoissonNLLLoss`."""
     reduction = C.reduction_of(size_average, reduce, reduction)
     input, target = C.input_and_target(input, target)
-    input, target = C.broadcast_arrays(input=input, target=target)
-    graph = reduce_graph(_poisson_nll, reduction)
+    input, target = C.broadcast_first(input=input, target=target)
+    graph = reduce_graph(_poisson_nll, reduction, elementwise=True)
     return run_elementwise(graph, input, target, log_input=bool(log_input), full=bool(full), eps=float(eps))
 
 
@@ -106,8 +106,8 @@ def gaussian_nll_loss(
         C.check_floating(var, "var")
     var = _homoscedastic_var(input, var)
     reduction = C.reduction_of(None, None, reduction)
-    input, target, var = C.broadcast_arrays(input=input, target=target, var=var)
-    graph = reduce_graph(_gaussian_nll, reduction, check=_variances_valid)
+    input, target, var = C.broadcast_first(input=input, target=target, var=var)
+    graph = reduce_graph(_gaussian_nll, reduction, check=_variances_valid, elementwise=True)
     out, ok = run_elementwise(graph, input, target, var, full=bool(full), eps=float(eps))
     C.raise_unless(ok, out, lambda: ValueError("var has negative entry/entries: every variance must be >= 0"))
     return out

@@ -29,14 +29,14 @@ def _regression(
     input, target = C.input_and_target(input, target)
     input, target = C.broadcast_pair(input, target)
     if weight is None:
-        return run_elementwise(reduce_graph(loss, reduction), input, target, **hyper)
+        return run_elementwise(reduce_graph(loss, reduction, elementwise=True), input, target, **hyper)
     weight = C.as_array(weight, "weight")
     if weight.shape != input.shape:
         raise ValueError(
             f"weight must have the shape of input: input has shape {C.shape_str(input)}, "
             f"weight has shape {C.shape_str(weight)}"
         )
-    return run_elementwise(reduce_graph(loss, reduction, scaling), input, target, weight, **hyper)
+    return run_elementwise(reduce_graph(loss, reduction, scaling, elementwise=True), input, target, weight, **hyper)
 
 
 def l1_loss(
