@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from transforms._classes import is_index, take_class
+from transforms._classes import is_index, nan_unless, take_class
 from transforms._sums import accurate_sum
 
 from ._example import per_example
@@ -13,7 +13,7 @@ from ._example import per_example
 def _nll(log_probs: mx.array, target: mx.array) -> mx.array:
     if is_index(target):
         picked, valid = take_class(log_probs, target)
-        return mx.where(valid, -picked, mx.nan)  # an index outside [0, C) costs nan
+        return nan_unless(valid, -picked)  # an index outside [0, C) costs nan
     # Staged: a float32 row sum drifts over 32000 classes.
     return -accurate_sum(target * log_probs, axis=-1)
 
@@ -71,7 +71,7 @@ def binary_cross_entropy(input: mx.array, target: mx.array) -> mx.array:
     probability outside ``[0, 1]`` (``x`` or ``y``) gives ``nan``.
     """
     in_range = (input >= 0) & (input <= 1) & (target >= 0) & (target <= 1)
-    return mx.where(in_range, _bce(input, target), mx.nan)
+    return nan_unless(in_range, _bce(input, target))
 
 
 def log1p(u: mx.array) -> mx.array:

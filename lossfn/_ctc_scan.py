@@ -47,6 +47,8 @@ from typing import Any, Literal
 import mlx.core as mx
 import numpy as np
 
+from transforms._classes import nan_unless
+
 Array = mx.array
 Lse = Callable[[Array, Array], Array]
 
@@ -378,4 +380,4 @@ def ctc_batch(
     il, tl = mx.clip(il, 0, T), mx.clip(tl, 0, targets.shape[1])
     core = _CORE[bool(zero_infinity)]
     loss = core(log_probs.astype(mx.float32), labels, il, tl, blank)[0]
-    return mx.where(valid, loss, mx.nan).astype(log_probs.dtype)
+    return nan_unless(valid, loss).astype(log_probs.dtype)

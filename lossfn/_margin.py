@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from transforms._classes import take_class
+from transforms._classes import nan_unless, take_class
 
 from ._classification import softplus
 from ._example import per_example
@@ -37,7 +37,7 @@ def multi_margin_loss(input: mx.array, target: mx.array | int, *, p: int = 1, ma
     # The target's own term is max(0, margin)^p: masked out with where, so it has no gradient.
     is_target = mx.arange(num_classes) == target[..., None]
     loss = mx.sum(mx.where(is_target, 0, violation), axis=-1) / num_classes
-    return mx.where(valid, loss, mx.nan)
+    return nan_unless(valid, loss)
 
 
 @per_example()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from transforms._classes import nan_unless
+
 from ._classification import bce_with_logits
 from ._example import per_example
 from ._margin import hinge
@@ -34,7 +36,7 @@ def multilabel_margin_loss(input: mx.array, target: mx.array) -> mx.array:
     violation = hinge(input[..., None, :] + (1 - picked)[..., None])
     counted = listed[..., None] & mx.logical_not(is_label)[..., None, :]
     loss = mx.sum(mx.where(counted, violation, 0), axis=(-2, -1)) / num_classes
-    return mx.where(valid, loss, mx.nan)
+    return nan_unless(valid, loss)
 
 
 @per_example(input="(C,)", target="(C,)", weight="(C,)")

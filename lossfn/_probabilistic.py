@@ -9,6 +9,8 @@ import math
 
 import mlx.core as mx
 
+from transforms._classes import nan_unless
+
 from ._example import per_example
 
 Scalar = float | mx.array
@@ -98,4 +100,4 @@ def gaussian_nll_loss(
     clamped = mx.where(var < eps, var + mx.stop_gradient(eps - var), var)
     loss = 0.5 * (mx.log(clamped) + mx.square(input - target) / clamped)
     loss = loss + _HALF_LOG_2PI if full else loss
-    return mx.where(var < 0, mx.nan, loss)
+    return nan_unless(mx.logical_not(var < 0), loss)

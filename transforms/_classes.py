@@ -1,9 +1,10 @@
 """Class indices: telling them from distributions, and reading at them without ever reading out of bounds.
 
 The library's in-graph validation rule: where the arrays cannot be read (inside
-``mx.compile``, ``mx.vmap`` or ``mx.grad``) nothing can raise, so an invalid class index
-makes its example's loss ``nan``. Every gather reads at a clamped index first, so bad data
-can neither crash the process nor come out as a plausible number.
+``mx.compile``, ``mx.vmap`` or ``mx.grad``) nothing can raise, so invalid data (a class index,
+a length, a probability, a variance) makes its example's loss ``nan``, and its gradient too.
+Every gather reads at a clamped index first, so bad data can neither crash the process nor
+come out as a plausible number or a plausible update.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def take_class(scores: mx.array, target: mx.array) -> tuple[mx.array, mx.array]:
     valid = valid_class(target, scores.shape[-1])
     safe = mx.where(valid, target, 0)
     return mx.squeeze(mx.take_along_axis(scores, safe[..., None], axis=-1), -1), valid
+
+
+def nan_unless(valid: mx.array, x: mx.array) -> mx.array:
+    """``x`` where ``valid``, else ``nan``, in value and in gradient (``x * nan``: a ``where``
+    would leave the gradient of the bad example plausible)."""
+    return x * mx.where(valid, 1.0, mx.nan)
 
 
 def take_shared(table: mx.array, target: mx.array) -> mx.array:

@@ -7,7 +7,7 @@ from typing import Any
 import mlx.core as mx
 
 from ._batching import Loss, named_like, spread, transform, with_trailing_axes
-from ._classes import is_index, valid_class
+from ._classes import is_index, nan_unless, valid_class
 from ._reduce import Weighted
 
 
@@ -60,5 +60,5 @@ def _smooth_linear(inner: Loss, batch_ndim: int, alpha: Any, x: Any, target: Any
     out = inner(x, smoothed.astype(x.dtype), *rest, **static)
     value = out.value if isinstance(out, Weighted) else out
     # The smoothed distribution of an invalid index is plausible: mark it.
-    value = mx.where(spread(valid_class(target, num_classes), value, batch_ndim), value, mx.nan)
+    value = nan_unless(spread(valid_class(target, num_classes), value, batch_ndim), value)
     return Weighted(value, hard.weight) if isinstance(hard, Weighted) else value
