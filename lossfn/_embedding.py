@@ -63,7 +63,8 @@ def _norm(x: mx.array, p: float) -> mx.array:
     if p == 2:
         total = mx.sum(mx.square(a), axis=-1)
     else:
-        total = mx.sum(mx.where(a > 0, mx.power(mx.where(a > 0, a, 1), p), 0), axis=-1)
+        zero = a == 0  # (nan is not: it propagates)
+        total = mx.sum(mx.where(zero, 0, mx.power(mx.where(zero, 1, a), p)), axis=-1)
     zero = total == 0
     safe = mx.where(zero, 1, total)
     norm = mx.where(zero, 0, mx.sqrt(safe) if p == 2 else mx.power(safe, 1 / p))

@@ -95,9 +95,10 @@ def gaussian_nll_loss(
     (one variance per element, or shared); one loss per element. A negative ``var`` gives
     ``nan``; ``var = inf`` gives ``inf`` with zero gradients.
     """
-    # Value max(var, eps); gradient that of var itself. var + sg(eps - var) is eps in value
-    # where var < eps, and leaves var (inf and nan included) untouched elsewhere.
-    clamped = mx.where(var < eps, var + mx.stop_gradient(eps - var), var)
+    # Value max(var, eps); gradient that of var itself: var plus a constant, eps - var where
+    # var < eps and 0 elsewhere (inf and nan untouched). No where lies on the gradient's path,
+    # whose vjp would turn an infinite cotangent into inf * 0 = nan.
+    clamped = var + mx.stop_gradient(mx.where(var < eps, eps - var, 0))
     loss = 0.5 * (mx.log(clamped) + mx.square(input - target) / clamped)
     loss = loss + _HALF_LOG_2PI if full else loss
     return nan_unless(mx.logical_not(var < 0), loss)

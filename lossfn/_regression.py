@@ -22,11 +22,13 @@ def mse_loss(input: mx.array, target: mx.array) -> mx.array:
 
 
 def _smooth_l1(input: mx.array, target: mx.array, beta: Scalar) -> mx.array:
-    d = mx.abs(input - target)
-    quadratic = d < beta
+    diff = input - target
+    d = mx.abs(diff)
+    quadratic = mx.logical_not(d >= beta)  # nan takes the quadratic branch, as in PyTorch: its gradient is nan
     # Each branch is evaluated where it is kept: the quadratic one at 0 elsewhere, so that an
     # overflowing d (inf) or beta = 0 gives no inf * 0 = nan in the gradient of the branch not taken.
-    dq = mx.where(quadratic, d, 0)
+    # It squares the difference itself, whose gradient at nan is nan (that of |diff| is 0).
+    dq = mx.where(quadratic, diff, 0)
     safe_beta = mx.where(beta > 0, beta, 1)
     return mx.where(quadratic, 0.5 * mx.square(dq) / safe_beta, d - 0.5 * beta)
 
