@@ -373,9 +373,11 @@ def ctc_batch(
     label_ok = mx.logical_not(used) | ((targets >= 0) & (targets < C) & (targets != blank))
     valid = (il >= 0) & (il <= T) & (tl >= 0) & (tl <= targets.shape[1]) & mx.all(label_ok, axis=1)
     valid = valid & (blank >= 0) & (blank < C)
-    # A nan log-probability in an example's frames makes its loss nan (PyTorch's too), read or not.
+    # A nan or +inf log-probability in an example's frames makes its loss nan (PyTorch's too),
+    # read or not, and its gradient.
     live = mx.arange(T)[:, None] < il[None, :]
-    valid = valid & mx.logical_not(mx.any(mx.isnan(log_probs) & live[..., None], axis=(0, 2)))
+    broken = mx.isnan(log_probs) | (log_probs == math.inf)
+    valid = valid & mx.logical_not(mx.any(broken & live[..., None], axis=(0, 2)))
     if targets.shape[1] == 0:  # every target empty: one unused label keeps the state arrays non-empty
         targets, used = mx.zeros((N, 1), dtype=mx.int32), mx.zeros((N, 1), dtype=mx.bool_)
     blank = mx.clip(blank, 0, C - 1)

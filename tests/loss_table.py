@@ -55,7 +55,7 @@ def log_probs(r: np.random.Generator, *shape: int) -> np.ndarray:
 
 
 def label_lists(r: np.random.Generator, n: int) -> np.ndarray:
-    lists = np.stack([r.permutation(C) for _ in range(n)]).reshape(n, C)
+    lists = np.array([r.permutation(C) for _ in range(n)], dtype=np.int64).reshape(n, C)
     if n:
         lists[np.arange(n), r.integers(0, C, size=n)] = -1
     return lists.astype(np.int64)
@@ -63,11 +63,24 @@ def label_lists(r: np.random.Generator, n: int) -> np.ndarray:
 
 def ctc(r: np.random.Generator, n: int) -> list[np.ndarray]:
     return [
-        normal(r, T_FRAMES, n, C),
+        log_probs(r, T_FRAMES, n, C),
         r.integers(1, C, size=(n, 3)).astype(np.int64),
         np.full(n, T_FRAMES, dtype=np.int64),
         r.integers(0, 4, size=n).astype(np.int64),
     ]
+
+
+def _torch_ctc_true_derivative(t: Any, log_probs: Any, *rest: Any, reduction: str) -> Any:
+    """PyTorch's CTC loss with our gradient convention: the true derivative with respect to
+    ``log_probs``. PyTorch's backward adds ``exp(log_probs)`` to it (on every frame here, where
+    every input is full length); a term of value 0 takes that away again."""
+    e = log_probs.exp()
+    per_example = t.ctc_loss(log_probs, *rest, reduction="none") - (e - e.detach()).sum((0, 2))
+    if reduction == "none":
+        return per_example
+    if reduction == "sum":
+        return per_example.sum()
+    return (per_example / rest[2].clamp(min=1)).mean()
 
 
 def _weights(*values: float) -> np.ndarray:
@@ -194,14 +207,7 @@ ROWS: dict[str, Row] = {
     "soft_margin_loss": Row(
         lambda r, n: [normal(r, n, D) * 3, signs(r, n, D)], F.soft_margin_loss, lambda t, *a, **k: t.soft_margin_loss(*a, **k)
     ),
-    # Through a log-softmax, where the two gradient conventions agree (see lossfn.ctc_loss).
-    "ctc_loss": Row(
-        ctc,
-        lambda z, *a, **k: F.ctc_loss(z - mx.logsumexp(z, axis=-1, keepdims=True), *a, **k),
-        lambda t, z, *a, **k: t.ctc_loss(t.log_softmax(z, -1), *a, **k),
-        (0,),
-        False,
-    ),
+    "ctc_loss": Row(ctc, F.ctc_loss, lambda t, *a, **k: _torch_ctc_true_derivative(t, *a, **k), (0,), False),
     "pairwise_distance": Row(
         lambda r, n: [normal(r, n, D), normal(r, n, D)],
         lambda *a, reduction: F.pairwise_distance(*a),

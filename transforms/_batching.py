@@ -25,6 +25,8 @@ import mlx.core as mx
 import numpy as np
 import optree
 
+from ._precision import in_float32
+
 InAxes = Sequence["int | None"]
 Loss = Callable[..., Any]
 # body(inner, batch_ndim, *args, **static): a transform written once for one example
@@ -67,10 +69,13 @@ def named_like(loss: Loss) -> Callable[[Loss], Loss]:
 def transform(body: Body, loss: Loss, *trailing_axes: int | None) -> Loss:
     """The per-example loss ``body(loss, 0, ...)``; its batch rule is ``body(rule, 1, ...)`` where ``loss`` has one.
 
-    ``trailing_axes`` records the batch axes of arguments the transform appends.
+    ``trailing_axes`` records the batch axes of arguments the transform appends. Like every
+    loss, the transformed one computes half precision in float32 and rounds its result once
+    (a transform inside it then sees float32 and rounds nothing).
     """
 
     @named_like(loss)
+    @in_float32
     def transformed(*args: Any, **static: Any) -> Any:
         return body(loss, 0, *args, **static)
 

@@ -8,6 +8,7 @@ import mlx.core as mx
 
 from ._batching import Loss, named_like, spread, transform, with_trailing_axes
 from ._classes import is_index, nan_unless, valid_class
+from ._precision import in_float32
 from ._reduce import Weighted
 
 
@@ -33,6 +34,7 @@ def smooth_labels(loss: Loss, alpha: float | mx.array, *, linear: bool = False) 
         return transform(lambda inner, batch_ndim, *a, **s: _smooth_linear(inner, batch_ndim, alpha, *a, **s), loss)
 
     @named_like(loss)
+    @in_float32
     def smoothed_loss(x: Any, target: Any, *rest: Any, **static: Any) -> Any:
         num_classes = x.shape[-1]
         if not is_index(target):

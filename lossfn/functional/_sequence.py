@@ -139,9 +139,10 @@ def ctc_loss(
     _check_lengths(targets, input_lengths, target_lengths, num_frames)
     targets = _padded(targets.astype(mx.int32), target_lengths, batch_size)
     _check_labels(targets, target_lengths, num_classes, blank)
-    losses = ctc_batch(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
+    # Half precision is computed in float32 (the scan always is) and rounded once, at the end.
+    losses = ctc_batch(log_probs.astype(mx.float32), targets, input_lengths, target_lengths, blank, zero_infinity)
     if reduction == "none":
-        return losses[0] if unbatched else losses
+        return (losses[0] if unbatched else losses).astype(log_probs.dtype)
     if reduction == "mean":
         losses = losses / mx.maximum(target_lengths, 1).astype(losses.dtype)
-    return T.reduce_values(losses, reduction)
+    return T.reduce_values(losses, reduction).astype(log_probs.dtype)
