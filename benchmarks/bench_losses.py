@@ -210,7 +210,7 @@ def _class(
     loss: Any, weighted: bool = False, smoothed: bool = False, alpha: float = 0.0
 ) -> Callable[..., mx.array]:
     graph = class_graph(loss, "mean", weighted, smoothed)
-    return lambda x, y, *w: graph(x, y, *w, index=-100, alpha=alpha)
+    return lambda x, y, *w: graph(x, y, *w, index=-100, alpha=alpha)[0]  # (loss, index check)
 
 
 def _reduced(

@@ -27,9 +27,10 @@ _COSINE_EPS = 1e-12
 def clamp_min_zero(z: mx.array) -> mx.array:
     r""":math:`\max(0, z)` with PyTorch's ``clamp_min`` gradient: 1 where :math:`z \ge 0`, the kink included, 0 elsewhere.
 
-    A ``nan`` stays ``nan`` in value, with gradient 0 (PyTorch's ``z >= 0`` mask is false there).
+    A ``nan`` stays ``nan`` in value, with gradient 0 (PyTorch's ``z >= 0`` mask is false there):
+    the branch not taken is ``max(z, 0)`` (0, or ``nan``) without gradient.
     """
-    return mx.where(z >= 0, z, mx.where(z < 0, 0, mx.stop_gradient(z)))
+    return mx.where(z >= 0, z, mx.stop_gradient(mx.maximum(z, 0)))
 
 
 def _minimum(a: mx.array, b: mx.array) -> mx.array:
