@@ -14,6 +14,9 @@ from __future__ import annotations
 import mlx.core as mx
 
 
+_MATERIALISE = 1 << 16
+
+
 def accumulator_dtype() -> mx.Dtype:
     """The dtype sums accumulate in: float64 on the CPU, float32 on a GPU."""
     return mx.float64 if mx.default_device().type == mx.DeviceType.cpu else mx.float32
@@ -24,8 +27,9 @@ def _widened(x: mx.array) -> mx.array:
     if x.dtype == dtype:
         return x
     # Materialised first (contiguous): fused into the kernel that computes x, the conversion to
-    # float64 makes MLX's CPU code branch on every where/maximum of the loss, 5-8x slower.
-    return (mx.contiguous(x) if dtype == mx.float64 else x).astype(dtype)
+    # float64 makes MLX's CPU code branch on every where/maximum of the loss, 5-8x slower. A
+    # small x is not worth the extra graph node. (Either way the sum is the same.)
+    return (mx.contiguous(x) if dtype == mx.float64 and x.size >= _MATERIALISE else x).astype(dtype)
 
 
 def total(x: mx.array, axis: int | tuple[int, ...] | None = None) -> mx.array:
