@@ -24,7 +24,7 @@ import mlx.core as mx
 
 from ._batching import InAxes, Loss, as_arrays, name_of, named_like, run_batched
 from ._precision import cast_floats, result_dtype, upcast
-from ._sums import mean, total
+from ._sums import batch_mean, mean, total
 
 Reduction = Literal["none", "sum", "mean", "batchmean"]
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
@@ -87,7 +87,7 @@ def reduce_values(out: Any, reduction: Reduction) -> Any:
     if reduction == "sum":
         result = total(value)
     elif reduction == "batchmean":
-        result = mean(total(value, axis=tuple(range(1, value.ndim))) if value.ndim > 1 else value)
+        result = batch_mean(value)
     elif isinstance(out, Weighted):
         weight = out.weight if out.weight.shape == value.shape else out.weight + mx.zeros_like(value)
         result = _divide_or_nan(total(value), total(weight))

@@ -1,25 +1,67 @@
 """Accurate sums and means: the accumulation behind every reduction.
 
 MLX's float32 ``sum`` on the CPU accumulates sequentially, so a long sum saturates
-(``mx.sum(mx.ones(2**25)) == 2**24``) and a mean of 16M losses drifts by percents. On the
-CPU the library therefore accumulates in float64, whose sequential error stays below 1e-8
-relative at 2**27 elements. MLX's GPU reductions are tree-shaped and have no float64, so
-there they accumulate in float32. Either way the sum is one reduction over the array as it
-is, with no reshape or slice that depends on its size: correct under
-``mx.compile(..., shapeless=True)``, where a size baked in at tracing would be wrong later.
+(``mx.sum(mx.ones(2**25)) == 2**24``) and a mean of 16M losses drifts by percents. A sum over
+a batch ``(N, ...)`` is therefore taken in two stages:
+
+1. each example's elements in float32 runs of at most 256 (within 1e-7), by a reshape of the
+   example's own, static axes (where its size has no divisor in [32, 256], no runs);
+2. the run totals in the *accumulator dtype*: float64 on the CPU, float32 on a GPU, whose
+   reductions are tree-shaped and which has no float64.
+
+Nothing depends on the batch size, which is read at run time: the same graph is right under
+``mx.compile(..., shapeless=True)`` for any batch, where a staging of the batch axis itself
+(a reshape or slice by its size) would keep the traced size.
 """
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 
+from ._precision import HALF
 
+_RUN = 256  # the longest float32 run: within 1e-7 relative, and as fast as one flat sum
+_SHORTEST_RUN = 32  # below this a run saves too little: the example is widened whole
 _MATERIALISE = 1 << 16
 
 
 def accumulator_dtype() -> mx.Dtype:
     """The dtype sums accumulate in: float64 on the CPU, float32 on a GPU."""
     return mx.float64 if mx.default_device().type == mx.DeviceType.cpu else mx.float32
+
+
+def _run_length(size: int) -> int:
+    """The longest run, at most ``_RUN``, that divides a row of ``size`` elements (1: none)."""
+    if size <= _RUN:
+        return size
+    return next((k for k in range(_RUN, _SHORTEST_RUN - 1, -1) if size % k == 0), 1)
+
+
+def _runs(rows: mx.array) -> tuple[mx.array, int]:
+    """Rows ``(M, S)``, ``S`` static: sums over runs of ``k`` elements of each row, and ``k``.
+
+    ``(M, S // k)``, or ``(M,)`` where a row is one run. (A reduction over an axis of size 1
+    crashes MLX 0.32's shapeless compile, so none is made.)
+    """
+    if rows.dtype in HALF:
+        rows = rows.astype(mx.float32)
+    size = rows.shape[-1]
+    k = _run_length(size)
+    if k == size:
+        return (rows.reshape(-1) if size == 1 else mx.sum(rows, axis=-1)), k
+    return (rows, 1) if k == 1 else (mx.sum(rows.reshape(-1, size // k, k), axis=-1), k)
+
+
+def _row_totals(runs: mx.array) -> mx.array:
+    """The accumulated total of each row of ``_runs``' output, ``(M,)``."""
+    return mx.sum(_widened(runs), axis=-1) if runs.ndim == 2 else _widened(runs)
+
+
+def _examples(x: mx.array) -> mx.array:
+    """``x`` ``(N, ...)`` as rows ``(N, S)``, one example per row (a 0-d or 1-d ``x``: one element per row)."""
+    return x.reshape(-1, 1) if x.ndim <= 1 or x.size == 0 else x.reshape(-1, math.prod(x.shape[1:]))
 
 
 def _widened(x: mx.array) -> mx.array:
@@ -32,18 +74,28 @@ def _widened(x: mx.array) -> mx.array:
     return (mx.contiguous(x) if dtype == mx.float64 and x.size >= _MATERIALISE else x).astype(dtype)
 
 
-def total(x: mx.array, axis: int | tuple[int, ...] | None = None) -> mx.array:
-    """Sum of ``x`` (every element, or over ``axis``) in the accumulator dtype."""
-    return mx.sum(_widened(x), axis=axis)
+def total(x: mx.array, axis: int | None = None) -> mx.array:
+    """Sum of ``x`` in the accumulator dtype: of every element (the first axis a batch), or along ``axis``."""
+    if axis is None:
+        return mx.sum(_widened(_runs(_examples(x))[0]))
+    x = x if axis in (-1, x.ndim - 1) else mx.moveaxis(x, axis, -1)
+    rows = _row_totals(_runs(x.reshape(-1, x.shape[-1]))[0])
+    return rows.reshape(-1, *x.shape[1:-1]) if x.ndim > 1 else rows.reshape(())
 
 
-def mean(x: mx.array, axis: int | tuple[int, ...] | None = None) -> mx.array:
-    """Mean of ``x`` in the accumulator dtype; ``nan`` for no elements. The count is read at run time."""
-    return mx.mean(_widened(x), axis=axis)
+def mean(x: mx.array) -> mx.array:
+    """Mean of every element of ``x`` in the accumulator dtype; ``nan`` for none. The count is read at run time."""
+    runs, k = _runs(_examples(x))
+    return mx.mean(_widened(runs)) / k
+
+
+def batch_mean(x: mx.array) -> mx.array:
+    """The sum of ``x`` ``(N, ...)`` over its ``N`` examples' elements, divided by ``N`` (read at run time)."""
+    return mx.mean(_row_totals(_runs(_examples(x))[0]))
 
 
 def accurate_sum(x: mx.array, axis: int | None = None) -> mx.array:
-    """Sum of ``x`` (all elements, or along ``axis``), accumulated in float64 on the CPU, returned in ``x``'s dtype.
+    """Sum of ``x`` (all elements, or along ``axis``), accumulated as ``total``, returned in ``x``'s dtype.
 
     Half-precision inputs are accumulated alike and rounded once, at the end. Integer and
     boolean inputs (counts) come back as float32.
