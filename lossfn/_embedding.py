@@ -154,24 +154,12 @@ def _triplet(anchor: mx.array, positive: mx.array, negative: mx.array, distance:
     return _triplet_hinge(distance(anchor, positive), distance(anchor, negative), swap_distance, margin)
 
 
-def _triplet_with_distance(
-    anchor: mx.array,
-    positive: mx.array,
-    negative: mx.array,
-    *,
-    distance_function: Distance | None = None,
-    margin: Scalar = 1.0,
-    swap: bool = False,
-) -> mx.array:
-    return _triplet(anchor, positive, negative, distance_function or _pairwise, margin, swap)
-
-
 def _triplet_with_distance_batch(*triple: mx.array, distance_function: Distance | None = None, **static: Any) -> mx.array:
     """The batch rule: the default distance works on a batch; a user's works on one example, so it is vmapped."""
+    maths = triplet_margin_with_distance_loss.__wrapped__
     if distance_function is None:
-        return _triplet_with_distance(*triple, **static)
-    one = functools.partial(_triplet_with_distance, distance_function=distance_function, **static)
-    return vmap_batch(one, triple, (0, 0, 0))
+        return maths(*triple, **static)
+    return vmap_batch(functools.partial(maths, distance_function=distance_function, **static), triple, (0, 0, 0))
 
 
 @per_example(anchor="(D,)", positive="(D,)", negative="(D,)", batch_rule=_triplet_with_distance_batch)
@@ -192,7 +180,7 @@ def triplet_margin_with_distance_loss(
     :func:`pairwise_distance`, :math:`p = 2`, :math:`\epsilon = 10^{-6}`, as PyTorch); it is
     traced, differentiated and vmapped with the loss, so it must be a pure MLX function.
     """
-    return _triplet_with_distance(anchor, positive, negative, distance_function=distance_function, margin=margin, swap=swap)
+    return _triplet(anchor, positive, negative, distance_function or _pairwise, margin, swap)
 
 
 @per_example(anchor="(D,)", positive="(D,)", negative="(D,)")

@@ -1,8 +1,9 @@
 """Class indices: telling them from distributions, and reading at them without ever reading out of bounds.
 
 The library's in-graph validation rule: where the arrays cannot be read (inside
-``mx.compile``, ``mx.vmap`` or ``mx.grad``) nothing can raise, so invalid data (a class index,
-a length, a probability, a variance) makes its example's loss ``nan``, and its gradient too.
+``mx.compile`` or ``mx.vmap``) nothing can raise, and the per-example layer never raises on
+values, so there invalid data (a class index, a length, a probability, a variance) makes its
+example's loss ``nan``, and its gradient too.
 Every gather reads at a clamped index first, so bad data can neither crash the process nor
 come out as a plausible number or a plausible update.
 """
