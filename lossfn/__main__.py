@@ -5,7 +5,8 @@ PyTorch is optional: without it only our values are printed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np

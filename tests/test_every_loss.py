@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from oracle import assert_close, rng
-
 import torch
 import torch.nn.functional as TF
+from oracle import assert_close, rng
 
 import lossfn
 import lossfn.functional as F

@@ -229,12 +229,12 @@ def compiled_too(model: str, loss: str, method: str) -> bool:
 
 
 CASES = [
-    pytest.param(m, l, method, compile, id=f"{m}-{l}-{method}-{'compiled' if compile else 'eager'}")
+    pytest.param(m, loss, method, compile, id=f"{m}-{loss}-{method}-{'compiled' if compile else 'eager'}")
     for m in MODELS
-    for l in LOSSES
-    if MODELS[m].output == LOSSES[l].output
+    for loss in LOSSES
+    if MODELS[m].output == LOSSES[loss].output
     for method in MODELS[m].methods
-    for compile in ((False, True) if compiled_too(m, l, method) else (False,))
+    for compile in ((False, True) if compiled_too(m, loss, method) else (False,))
 ]
 
 
@@ -251,7 +251,7 @@ def test_per_example_grads_equal_loop(model_name, loss_name, method, compile):
 
 @pytest.mark.parametrize(
     "model_name,loss_name",
-    [(m, l) for m in ("mlp", "conv", "rnn") for l in ("mse", "cross_entropy weighted ignore_index")] + [("seq_rnn", "ctc")],
+    [(m, loss) for m in ("mlp", "conv", "rnn") for loss in ("mse", "cross_entropy weighted ignore_index")] + [("seq_rnn", "ctc")],
 )
 def test_batch_sum_of_per_example_grads_is_the_sum_reduction_gradient(model_name, loss_name):
     model, row, f, x, rest, _ = setup(model_name, loss_name)

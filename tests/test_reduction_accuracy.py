@@ -61,9 +61,8 @@ def test_bce_with_logits_reduction_accuracy(size):
 
 def test_kl_style_batchmean_accuracy():
     """'batchmean' divides the accurate total by the batch size."""
-    from transforms import reduce
-
     import lossfn
+    from transforms import reduce
 
     x = mx.random.normal((2**12, 2**12), key=mx.random.key(3))
     ours = reduce(lossfn.mse_loss, "batchmean")(x, mx.zeros_like(x))

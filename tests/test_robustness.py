@@ -122,14 +122,23 @@ def test_triplet_loss_with_a_nan_anchor_is_nan():
 @pytest.mark.parametrize(
     "ours, theirs",
     [
-        (lambda x: F.margin_ranking_loss(x, mx.zeros(2), mx.ones(2), margin=1.0), lambda x: TF.margin_ranking_loss(x, torch.zeros(2), torch.ones(2), margin=1.0)),
+        (
+            lambda x: F.margin_ranking_loss(x, mx.zeros(2), mx.ones(2), margin=1.0),
+            lambda x: TF.margin_ranking_loss(x, torch.zeros(2), torch.ones(2), margin=1.0),
+        ),
         (lambda x: F.hinge_embedding_loss(x, -mx.ones(2)), lambda x: TF.hinge_embedding_loss(x, -torch.ones(2))),
-        (lambda x: F.triplet_margin_loss(x[None], mx.ones((1, 2)), mx.zeros((1, 2))), lambda x: TF.triplet_margin_loss(x[None], torch.ones(1, 2), torch.zeros(1, 2))),
+        (
+            lambda x: F.triplet_margin_loss(x[None], mx.ones((1, 2)), mx.zeros((1, 2))),
+            lambda x: TF.triplet_margin_loss(x[None], torch.ones(1, 2), torch.zeros(1, 2)),
+        ),
         (
             lambda x: F.triplet_margin_with_distance_loss(x[None], mx.ones((1, 2)), mx.zeros((1, 2))),
             lambda x: TF.triplet_margin_with_distance_loss(x[None], torch.ones(1, 2), torch.zeros(1, 2)),
         ),
-        (lambda x: F.cosine_embedding_loss(x[None], mx.ones((1, 2)), -mx.ones(1)), lambda x: TF.cosine_embedding_loss(x[None], torch.ones(1, 2), -torch.ones(1))),
+        (
+            lambda x: F.cosine_embedding_loss(x[None], mx.ones((1, 2)), -mx.ones(1)),
+            lambda x: TF.cosine_embedding_loss(x[None], torch.ones(1, 2), -torch.ones(1)),
+        ),
     ],
     ids=["margin_ranking", "hinge_embedding", "triplet", "triplet_with_distance", "cosine_embedding"],
 )

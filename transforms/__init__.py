@@ -21,9 +21,9 @@ from ._reduce import batched as batched
 from ._reduce import reduce as reduce
 from ._reduce import reduce_values as reduce_values
 from ._smoothing import smooth_labels as smooth_labels
+from ._sums import accurate_sum as accurate_sum
 from ._tree import reduce_tree as reduce_tree
 from ._tree import tree_loss as tree_loss
-from ._sums import accurate_sum as accurate_sum
 from ._weighting import rescaled as rescaled
 from ._weighting import weighted as weighted
 

@@ -191,7 +191,7 @@ def linear_per_example(
 
         with _tapping(layers, _Tape()) as probe:  # lazy: nothing here is evaluated
             model(x)
-        for layer, inp, _ in probe.calls:
+        for _, inp, _ in probe.calls:
             if inp.ndim < 2 or inp.shape[0] != size:
                 return f"a Linear layer saw an input of shape {tuple(inp.shape)}, not batched on axis 0 (batch {size})"
         zeros = [mx.zeros(y.shape, y.dtype) for _, _, y in probe.calls]
@@ -206,7 +206,7 @@ def linear_per_example(
 
     factors = {}
     for layer in layers:
-        uses = [(inp, g) for (l, _, _), inp, g in zip(probe.calls, inputs, out_grads) if l is layer]
+        uses = [(inp, g) for (used, _, _), inp, g in zip(probe.calls, inputs, out_grads) if used is layer]
         width, height = layer.weight.shape[1], layer.weight.shape[0]
         factors[id(layer)] = Factors(
             _stack_uses([inp for inp, _ in uses], size, width),

@@ -38,8 +38,8 @@ import mlx.nn as nn
 import optree
 
 from ._batching import InAxes, Loss, _leading_size, batch_axes, with_trailing_axes
-from ._reduce import Weighted, reduce_values, value_of
 from ._precision import HALF
+from ._reduce import Weighted, reduce_values, value_of
 from ._sums import accumulator_dtype, accurate_sum
 
 ExampleReduction = Literal["sum", "mean"]

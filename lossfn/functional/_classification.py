@@ -7,8 +7,6 @@ from typing import Any
 
 import mlx.core as mx
 
-import transforms as T
-
 from .. import _checks as C
 from .._classification import binary_cross_entropy as _bce
 from .._classification import binary_cross_entropy_with_logits as _bce_logits
