@@ -1,4 +1,6 @@
-"""Run the notebooks in place, keeping their outputs, and write each one's first figure to ``figures/``.
+"""Run the notebooks in place, keeping their outputs, and write each one's figure to ``figures/``.
+
+A notebook's figure is the one its cell tagged ``figure`` draws (else its first).
 
     python notebooks/execute.py            # every notebook
     python notebooks/execute.py 03 05      # those whose names start so
@@ -32,8 +34,10 @@ def execute(path: Path, timeout: int = 600) -> nbformat.NotebookNode:
     return notebook
 
 
-def first_figure(notebook: nbformat.NotebookNode) -> bytes | None:
-    for cell in notebook.cells:
+def figure(notebook: nbformat.NotebookNode) -> bytes | None:
+    """The PNG of the cell tagged ``figure``, else of the first cell that draws one."""
+    tagged = [c for c in notebook.cells if "figure" in c.get("metadata", {}).get("tags", [])]
+    for cell in tagged + notebook.cells:
         for output in cell.get("outputs", []):
             png = output.get("data", {}).get("image/png")
             if png:
@@ -48,9 +52,9 @@ def main(prefixes: list[str]) -> None:
         for cell in notebook.cells:  # keep the diff to what the notebook computed
             cell.get("metadata", {}).pop("execution", None)
         nbformat.write(notebook, path)
-        figure = first_figure(notebook)
-        if figure:
-            (FIGURES / f"{path.stem}.png").write_bytes(figure)
+        png = figure(notebook)
+        if png:
+            (FIGURES / f"{path.stem}.png").write_bytes(png)
         print(f"ran {path.name}")
 
 

@@ -31,7 +31,7 @@ def test_notebook_runs_and_its_checks_pass(path):
     notebook = execute_notebooks.execute(path)  # a failing cell raises CellExecutionError
     printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert "all checks passed" in printed
-    assert execute_notebooks.first_figure(notebook) is not None
+    assert execute_notebooks.figure(notebook) is not None
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
