@@ -11,6 +11,7 @@ from ._classification import (
     binary_cross_entropy_with_logits as binary_cross_entropy_with_logits,
 )
 from ._classification import cross_entropy as cross_entropy
+from ._classification import linear_cross_entropy as linear_cross_entropy
 from ._classification import nll_loss as nll_loss
 from ._embedding import cosine_embedding_loss as cosine_embedding_loss
 from ._embedding import hinge_embedding_loss as hinge_embedding_loss
@@ -44,6 +45,7 @@ __all__ = [
     "huber_loss",
     "kl_div",
     "l1_loss",
+    "linear_cross_entropy",
     "margin_ranking_loss",
     "mse_loss",
     "multi_margin_loss",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlx.core as mx
 
-from transforms._classes import is_index, nan_unless, take_class
+from transforms._batching import Layout
+from transforms._classes import is_index, nan_unless, take_class, take_shared, valid_class
+from transforms._reduce import Weighted
 from transforms._sums import accurate_sum
 
 from ._example import per_example
+from ._linear_ce import Config, check_cap, core, default_tile, soft_cap
 
 
 def _nll(log_probs: mx.array, target: mx.array) -> mx.array:
@@ -34,29 +39,154 @@ def _max_and_log_sum_exp(logits: mx.array) -> tuple[mx.array, mx.array]:
     r"""``m = max(x)`` (no gradient) and :math:`\log \sum_c e^{x_c - m}`, over the last axis.
 
     Working from ``x - m`` keeps the loss exact for logits of any magnitude: ``logsumexp(x)``
-    rounds to a float32 ulp of ``|x|`` (1e-3 at 1e4), which ``logsumexp(x) - x_y`` keeps.
+    rounds to a float32 ulp of ``|x|`` (1e-3 at 1e4), which ``logsumexp(x) - x_y`` keeps. The
+    sum is staged (``accurate_sum``): a flat float32 sum over a 128k vocabulary drifts by 1e-5.
     """
     m = mx.stop_gradient(mx.max(logits, axis=-1, keepdims=True))
-    return m, mx.log(mx.sum(mx.exp(logits - m), axis=-1))
+    return m, mx.log(accurate_sum(mx.exp(logits - m), axis=-1))
 
 
 @per_example(logits="(C,)", target=("()", "(C,)"))
-def cross_entropy(logits: mx.array, target: mx.array | int) -> mx.array:
+def cross_entropy(
+    logits: mx.array,
+    target: mx.array | int,
+    *,
+    z_loss: float | mx.array = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+) -> mx.array | tuple[mx.array, mx.array]:
     r"""Cross-entropy of one example's logits ``(C,)`` with a class index or a distribution ``(C,)``.
 
-    .. math:: \ell = -\sum_c y_c \log\mathrm{softmax}(x)_c = \mathrm{logsumexp}(x) \sum_c y_c - \sum_c y_c x_c
+    .. math:: \ell = -\sum_c y_c \log\mathrm{softmax}(z)_c + \beta\, \mathrm{logsumexp}(z)^2,
+              \quad z = c \tanh(x / c)
 
-    With :math:`m = \max_c x_c` and :math:`s = \log \sum_c e^{x_c - m}`, computed as
-    :math:`s + (m - x_y)` for an index and as ``nll_loss((x - m) - s, y)`` for a distribution,
+    With :math:`m = \max_c z_c` and :math:`s = \log \sum_c e^{z_c - m}`, computed as
+    :math:`s + (m - z_y)` for an index and as ``nll_loss((z - m) - s, y)`` for a distribution,
     so that every term is small where the loss is: exact for logits of any magnitude and
-    invariant to shifting them. The distribution is summed once, as ``logsumexp(x) * sum(y)``
+    invariant to shifting them. The distribution is summed once, as ``logsumexp(z) * sum(y)``
     would add the float32 rounding of ``sum(y)`` (1e-3 relative for a smoothed label at
     C = 32000). An index outside ``[0, C)`` gives ``nan``.
+
+    ``z_loss`` :math:`\beta` adds PaLM's penalty on the log-partition (1e-4 there);
+    ``softcap`` :math:`c` caps the logits first, Gemma 2's soft-capping (30 there; None: no
+    cap). With ``return_lse`` the result is ``(loss, logsumexp(z))``, the log-partition for
+    logging, from the same pass (use it under ``transforms.batched`` or ``mx.vmap``).
     """
+    logits = soft_cap(logits, check_cap(softcap))
     m, s = _max_and_log_sum_exp(logits)
     if is_index(target):
-        return (_nll(logits, target) + mx.squeeze(m, -1)) + s
-    return _nll((logits - m) - s[..., None], target)
+        loss = (_nll(logits, target) + mx.squeeze(m, -1)) + s
+    else:
+        loss = _nll((logits - m) - s[..., None], target)
+    lse = mx.squeeze(m, -1) + s
+    loss = _with_z_loss(loss, lse, z_loss)
+    return (loss, lse) if return_lse else loss
+
+
+def _with_z_loss(loss: mx.array, lse: mx.array, z_loss: float | mx.array, weight: mx.array | None = None) -> mx.array:
+    """``loss + z_loss * lse**2``, the z-loss weighted like its example where a class weight is given."""
+    if _is_zero(z_loss):
+        return loss
+    penalty = z_loss * mx.square(lse)
+    return loss + (penalty if weight is None else weight * penalty)
+
+
+
+def _is_zero(x: float | mx.array) -> bool:
+    """Whether ``x`` is the Python number 0 (an array may be traced: its term is kept)."""
+    return isinstance(x, (int, float)) and x == 0
+
+
+def _linear_cross_entropy(
+    h: mx.array,
+    W: mx.array,
+    target: mx.array,
+    b: mx.array | None = None,
+    *,
+    weight: mx.array | None = None,
+    label_smoothing: float | mx.array = 0.0,
+    z_loss: float | mx.array = 0.0,
+    softcap: float | None = None,
+    tile: int | None = None,
+    return_lse: bool = False,
+) -> Any:
+    """The maths of :func:`linear_cross_entropy` over leading axes: ``h`` ``(..., D)``, targets ``(...)`` or ``(..., V)``."""
+    lead, (num_classes, features) = h.shape[:-1], W.shape
+    index = is_index(target)
+    smooth = not _is_zero(label_smoothing)
+    if index:
+        y = target.reshape(-1)
+        scores = (mx.ones(num_classes) if weight is None else weight) if smooth else None
+    else:
+        p = target.reshape(-1, num_classes)
+        p = (1 - label_smoothing) * p + label_smoothing / num_classes if smooth else p
+        scores = p if weight is None else p * weight
+    config = Config(
+        bias=b is not None,
+        target=index,
+        scores="none" if scores is None else ("classes" if scores.ndim == 1 else "tokens"),
+        cap=check_cap(softcap),
+        tile=tile or default_tile(),
+    )
+    inputs = [h.reshape(-1, features), W] + ([b] if b is not None else []) + ([y] if index else [])
+    lse, ce_y, ce_s = core(config)(*inputs, *([] if scores is None else [scores]))
+    if not index:
+        loss = _with_z_loss(ce_s, lse, z_loss)
+        out: Any = loss.reshape(lead)
+    else:
+        w_y = None if weight is None else take_shared(weight, y)
+        hard = ce_y if w_y is None else w_y * ce_y
+        loss = (1 - label_smoothing) * hard + (label_smoothing / num_classes) * ce_s if smooth else hard
+        loss = nan_unless(valid_class(y, num_classes), _with_z_loss(loss, lse, z_loss, w_y)).reshape(lead)
+        out = loss if w_y is None else Weighted(loss, w_y.reshape(lead))
+    return (out, lse.reshape(lead)) if return_lse else out
+
+
+def _classes_of_linear(args: Any) -> int:
+    return args[1].shape[0]
+
+
+@per_example(
+    h="(D,)",
+    W="(V, D)",
+    target=("()", "(V,)"),
+    b="(V,)",
+    batch_rule=_linear_cross_entropy,
+    layout=Layout(target=2, shared=(1, 3), classes=_classes_of_linear, weight="weight", smoothing="label_smoothing", promote=False),
+)
+def linear_cross_entropy(
+    h: mx.array,
+    W: mx.array,
+    target: mx.array | int,
+    b: mx.array | None = None,
+    *,
+    weight: mx.array | None = None,
+    label_smoothing: float | mx.array = 0.0,
+    z_loss: float | mx.array = 0.0,
+    softcap: float | None = None,
+    tile: int | None = None,
+    return_lse: bool = False,
+) -> Any:
+    r"""Cross-entropy of one token's hidden state ``h`` ``(D,)`` through a vocabulary ``W`` ``(V, D)``.
+
+    .. math:: \ell = \mathrm{cross\_entropy}(z, y),\quad z = c \tanh((W h + b) / c)
+
+    ``target`` is a class index ``()`` or a distribution ``(V,)``; ``b`` ``(V,)`` an optional
+    bias; ``W`` and ``b`` are shared by a batch (``None`` in its vmap axes). The keywords are
+    :func:`cross_entropy`'s (``z_loss``, ``softcap``, ``return_lse``) and PyTorch's class
+    ``weight`` ``(V,)`` and ``label_smoothing``, which the pass applies itself
+    (``transforms.weighted`` and ``smooth_labels`` hand them over): with a weight the result is
+    a :class:`transforms.Weighted` counting :math:`w_y`, and smoothing follows PyTorch,
+    :math:`(1 - \alpha) w_y \ell_y + \frac{\alpha}{V} \sum_c w_c \ell_c`.
+
+    A batch never forms its ``(N, V)`` logits: tokens and vocabulary are cut into tiles of at
+    most ``tile`` logits (default 2**20 on the CPU, 2**24 on a GPU), with an online
+    log-sum-exp and a backward pass that recomputes each tile (``lossfn._linear_ce``).
+    Half-precision ``h`` and ``W`` are computed in float32 a tile at a time. Not meant for
+    small vocabularies, where ``cross_entropy(W @ h + b, y)`` is cheaper.
+    """
+    return _linear_cross_entropy(h, W, target, b, weight=weight, label_smoothing=label_smoothing, z_loss=z_loss,
+                                 softcap=softcap, tile=tile, return_lse=return_lse)
 
 
 @per_example()

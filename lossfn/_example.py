@@ -10,7 +10,11 @@ rule*: ``transforms.reduce`` runs a whole batch in one call instead of a ``vmap`
   where any argument is complex;
 - raises a ``ValueError`` where an argument with a declared example shape has another number
   of dimensions (a batch given to a per-example loss), naming the transforms that batch it;
-- computes float16 and bfloat16 in float32 and rounds the result once (``transforms._precision``).
+- computes float16 and bfloat16 in float32 and rounds the result once (``transforms._precision``);
+  a loss whose ``layout`` says that it computes in float32 itself is given its arguments as they are.
+
+A loss whose arguments are not ``(input, target, ...)`` all batched declares where they are
+in a ``transforms._batching.Layout``, which the transforms read.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from transforms._batching import Layout
 from transforms._precision import in_float32, upcast
 
 Shape = str  # an example's shape as the docs write it: "()", "(C,)", "(T, C)"
@@ -31,13 +36,16 @@ def _rank(shape: Shape) -> int:
     return len([d for d in shape.strip("()").split(",") if d.strip()])
 
 
-def per_example(*, batch_rule: Callable[..., Any] | None = None, **shapes: Shape | tuple[Shape, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def per_example(
+    *, batch_rule: Callable[..., Any] | None = None, layout: Layout | None = None, **shapes: Shape | tuple[Shape, ...]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a per-example loss: argument checks, half precision, and its batch rule.
 
     ``shapes`` gives the example shape of positional arguments by name (a tuple where
     several are allowed); the others are element-wise (any shape). ``batch_rule`` replaces
-    the default rule, the loss's own maths applied to the batch.
+    the default rule, the loss's own maths applied to the batch. ``layout`` is attached.
     """
+    promote = layout is None or layout.promote
     allowed = {name: (spec,) if isinstance(spec, str) else spec for name, spec in shapes.items()}
 
     def decorate(maths: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,7 +54,7 @@ def per_example(*, batch_rule: Callable[..., Any] | None = None, **shapes: Shape
             for p in inspect.signature(maths).parameters.values()
             if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         ]
-        promoted = in_float32(maths)
+        promoted = in_float32(maths, cast_args=promote)
         rule_maths = batch_rule or maths
 
         @functools.wraps(maths)
@@ -62,9 +70,12 @@ def per_example(*, batch_rule: Callable[..., Any] | None = None, **shapes: Shape
             return promoted(*args, **static)
 
         def rule(*args: Any, **static: Any) -> Any:
-            return rule_maths(*upcast(_arrays(maths.__name__, names, args)), **static)
+            arrays = _arrays(maths.__name__, names, args)
+            return rule_maths(*(upcast(arrays) if promote else arrays), **static)
 
         loss.batch_rule = rule  # type: ignore[attr-defined]
+        if layout is not None:
+            loss.layout = layout  # type: ignore[attr-defined]
         return loss
 
     return decorate

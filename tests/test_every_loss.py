@@ -130,6 +130,14 @@ CASES: dict[str, Case] = {
     ),
     "soft_margin_loss": Case(lossfn.soft_margin_loss, lambda r: [normal(r, D), signs(r, D)]),
     "ctc_loss": Case(lossfn.ctc_loss, ctc_inputs),
+    "linear_cross_entropy": Case(
+        # hidden states and labels batched; the vocabulary (V, D) and its bias shared. A tile of
+        # 128 logits makes the batch cross several tiles of both tokens and classes.
+        lambda h, y, W, b, w: ignore_index(smooth_labels(weighted(lossfn.linear_cross_entropy), 0.1), 2)(h, W, y, b, w, tile=128),
+        lambda r: [normal(r, D), r.integers(0, 300, size=B).astype(np.int32), r.normal(size=(300, D)).astype(np.float32),
+                   r.normal(size=300).astype(np.float32), r.uniform(0.5, 2, size=300).astype(np.float32)],
+        shared=3,
+    ),
     "pairwise_distance": Case(functools.partial(lossfn.pairwise_distance, p=1.5), lambda r: [normal(r, D), normal(r, D)]),
 }
 

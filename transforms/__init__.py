@@ -7,6 +7,7 @@ Every combinator returns a pure function of arrays, so they nest and compose wit
 from ._classes import is_index as is_index
 from ._compile import compiled as compiled
 from ._masking import ignore_index as ignore_index
+from ._masking import masked as masked
 from ._per_example import clip_and_sum as clip_and_sum
 from ._per_example import clipped_grad as clipped_grad
 from ._per_example import grad_norms as grad_norms
@@ -39,6 +40,7 @@ __all__ = [
     "grad_norms",
     "ignore_index",
     "is_index",
+    "masked",
     "module_loss",
     "per_example_grad_norms",
     "per_example_value_and_grad",

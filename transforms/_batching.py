@@ -19,13 +19,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from numbers import Number
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
 import optree
 
-from ._precision import in_float32
+from ._precision import in_float32, upcast
 
 InAxes = Sequence["int | None"]
 Loss = Callable[..., Any]
@@ -34,24 +34,69 @@ Loss = Callable[..., Any]
 Body = Callable[..., Any]
 
 
-# --- shared arguments and batch rules --------------------------------------------------------
+# --- a loss's arguments ---------------------------------------------------------------------
+
+
+class Layout(NamedTuple):
+    """Where a loss's positional arguments are: what the transforms need to know of it.
+
+    ``target``: the position of the target (a class index or a distribution); ``shared``: the
+    positions of arguments shared by a batch (a linear layer's weight), ``None`` in its vmap
+    axes; ``classes``: the number of classes of a call's arguments (default: the last axis of
+    the first, the scores). A loss that weights or smooths in its own pass (one that never
+    forms its scores) names the keywords that do it: ``weighted`` passes its class weight as
+    ``weight``, ``smooth_labels`` its factor as ``smoothing``. ``promote`` False: the loss
+    computes half precision in float32 itself (tile by tile), so no transform casts its
+    arguments.
+    """
+
+    target: int = 1
+    shared: tuple[int, ...] = ()
+    classes: Callable[[Sequence[Any]], int] | None = None
+    weight: str | None = None
+    smoothing: str | None = None
+    promote: bool = True
+
+
+def layout_of(loss: Loss) -> Layout:
+    return getattr(loss, "layout", None) or Layout()
+
+
+def promoted(loss: Loss, args: Any) -> Any:
+    """``args`` with half precision promoted to float32, unless ``loss`` does that itself."""
+    return upcast(args) if layout_of(loss).promote else args
+
+
+def num_classes(loss: Loss, args: Sequence[Any]) -> int:
+    """The number of classes of a call of ``loss`` with ``args``."""
+    classes = layout_of(loss).classes
+    return classes(args) if classes is not None else args[0].shape[-1]
+
+
+def replaced(args: Sequence[Any], position: int, value: Any) -> tuple[Any, ...]:
+    """``args`` with the one at ``position`` replaced."""
+    return (*args[:position], value, *args[position + 1 :])
 
 
 def batch_axes(loss: Loss, num_args: int) -> tuple[int | None, ...]:
-    """The vmap axis of each positional argument of ``loss``: 0 unless a transform said otherwise.
+    """The vmap axis of each positional argument of ``loss``: 0 unless the loss or a transform said otherwise.
 
-    Transforms that append an argument (``weighted``'s class weights, shared by the whole
-    batch) record its axis in ``loss.trailing_axes``.
+    A loss declares its shared arguments in its ``layout``; transforms that append an argument
+    (``weighted``'s class weights, shared by the whole batch) record its axis in
+    ``loss.trailing_axes``.
     """
     trailing = tuple(getattr(loss, "trailing_axes", ()))
     if len(trailing) > num_args:
         raise TypeError(f"{name_of(loss)} takes at least {len(trailing)} positional arguments, got {num_args}")
-    return (0,) * (num_args - len(trailing)) + trailing
+    shared = layout_of(loss).shared
+    return tuple(None if i in shared else 0 for i in range(num_args - len(trailing))) + trailing
 
 
 def with_trailing_axes(fn: Loss, base: Loss, *axes: int | None) -> Loss:
-    """Record on ``fn`` that it takes ``base``'s arguments followed by arguments batched on ``axes``."""
+    """Record on ``fn`` that it takes ``base``'s arguments (its layout) followed by arguments batched on ``axes``."""
     fn.trailing_axes = tuple(getattr(base, "trailing_axes", ())) + axes  # type: ignore[attr-defined]
+    if hasattr(base, "layout"):
+        fn.layout = base.layout  # type: ignore[attr-defined]
     return fn
 
 
@@ -74,10 +119,10 @@ def transform(body: Body, loss: Loss, *trailing_axes: int | None) -> Loss:
     (a transform inside it then sees float32 and rounds nothing).
     """
 
-    @named_like(loss)
-    @in_float32
-    def transformed(*args: Any, **static: Any) -> Any:
+    def per_example(*args: Any, **static: Any) -> Any:
         return body(loss, 0, *args, **static)
+
+    transformed = named_like(loss)(in_float32(per_example) if layout_of(loss).promote else per_example)
 
     rule = batch_rule(loss)
     if rule is not None:

@@ -52,13 +52,17 @@ def cast_floats(out: Any, dtype: mx.Dtype | None) -> Any:
     return optree.tree_map(lambda x: x.astype(dtype) if _is_float_array(x) and x.dtype != dtype else x, out)
 
 
-def in_float32(loss: Callable[..., Any]) -> Callable[..., Any]:
-    """``loss`` evaluated in float32 for half-precision positional arguments, its result in their result dtype."""
+def in_float32(loss: Callable[..., Any], *, cast_args: bool = True) -> Callable[..., Any]:
+    """``loss`` evaluated in float32 for half-precision positional arguments, its result in their result dtype.
+
+    Without ``cast_args`` the loss is given its arguments as they are (it computes in float32
+    itself, a tile at a time) and only its result is rounded.
+    """
 
     @functools.wraps(loss)
     def promoted(*args: Any, **static: Any) -> Any:
         if not has_half(args):
             return loss(*args, **static)
-        return cast_floats(loss(*upcast(args), **static), result_dtype(args))
+        return cast_floats(loss(*(upcast(args) if cast_args else args), **static), result_dtype(args))
 
     return promoted

@@ -22,8 +22,8 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import mlx.core as mx
 
-from ._batching import InAxes, Loss, as_arrays, name_of, named_like, run_batched
-from ._precision import cast_floats, result_dtype, upcast
+from ._batching import InAxes, Loss, as_arrays, name_of, named_like, promoted, run_batched
+from ._precision import cast_floats, result_dtype
 from ._sums import batch_mean, mean, total
 
 Reduction = Literal["none", "sum", "mean", "batchmean"]
@@ -50,7 +50,7 @@ def batched(loss: Loss, in_axes: InAxes | None = None) -> Loss:
     @named_like(loss)
     def batched_loss(*args: Any, **static: Any) -> Any:
         args = as_arrays(args)
-        return cast_floats(run_batched(loss, upcast(args), in_axes, static), result_dtype(args))
+        return cast_floats(run_batched(loss, promoted(loss, args), in_axes, static), result_dtype(args))
 
     return batched_loss
 
@@ -69,7 +69,7 @@ def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None 
         if not args:
             raise TypeError(f"{name_of(loss)}: reduce needs at least one batched argument")
         args = as_arrays(args)
-        out = run_batched(loss, upcast(args), in_axes, static)
+        out = run_batched(loss, promoted(loss, args), in_axes, static)
         return cast_floats(reduce_values(out, reduction), result_dtype(args))
 
     return reduced_loss

@@ -6,7 +6,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from ._batching import Loss, named_like, spread, transform, with_trailing_axes
+from ._batching import Loss, layout_of, named_like, spread, transform, with_trailing_axes
 from ._classes import is_index, nan_unless, valid_class
 from ._precision import in_float32
 from ._reduce import Weighted
@@ -28,8 +28,12 @@ def smooth_labels(loss: Loss, alpha: float | mx.array, *, linear: bool = False) 
     With ``linear`` (``f`` takes distributions and is linear in them, as cross-entropy is)
     ``f`` is called once, at the smoothed distribution: no gather over the classes, and work
     shared by both terms is done and differentiated once. A class index outside ``[0, C)``
-    gives ``nan``.
+    gives ``nan``. A loss whose ``layout`` names a smoothing keyword (one that never forms its
+    scores, such as ``linear_cross_entropy``) is given ``alpha`` by that keyword instead.
     """
+    keyword = layout_of(loss).smoothing
+    if keyword is not None:
+        return transform(lambda inner, batch_ndim, *a, **s: inner(*a, **{keyword: alpha}, **s), loss)
     if linear:
         return transform(lambda inner, batch_ndim, *a, **s: _smooth_linear(inner, batch_ndim, alpha, *a, **s), loss)
 

@@ -28,9 +28,9 @@ from typing import Any
 import mlx.core as mx
 import optree
 
-from ._batching import InAxes, Loss, as_arrays, run_batched
+from ._batching import InAxes, Loss, as_arrays, promoted, run_batched
 from ._per_example import ExampleReduction, reduce_example
-from ._precision import cast_floats, result_dtype, upcast
+from ._precision import cast_floats, result_dtype
 from ._reduce import Reduction, Weighted, check_reduction, reduce_values, value_of
 
 Tree = Any
@@ -80,7 +80,7 @@ def reduce_tree(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | 
     @functools.wraps(loss, updated=())
     def reduced_tree(*args: Any, **static: Any) -> Tree:
         args = as_arrays(args)
-        out = run_batched(loss, upcast(args), in_axes, static)
+        out = run_batched(loss, promoted(loss, args), in_axes, static)
         reduced = optree.tree_map(lambda o: reduce_values(o, reduction), out, is_leaf=_is_weighted)
         return cast_floats(reduced, result_dtype(args))
 

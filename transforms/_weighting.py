@@ -6,7 +6,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from ._batching import Loss, name_of, spread, transform
+from ._batching import Loss, layout_of, name_of, num_classes, replaced, spread, transform
 from ._classes import is_index, take_shared
 from ._reduce import Weighted
 
@@ -22,19 +22,25 @@ def weighted(loss: Loss, *, normalize: bool = True) -> Loss:
 
     For a probability target ``p`` the loss must be linear in ``p`` (cross-entropy is): it is
     evaluated at ``weight * p``, i.e. ``-sum_c w_c p_c log q_c``, and the example counts 1.
+    (The target is the loss's second argument, or where its ``layout`` says. A loss whose
+    layout names a ``weight`` keyword weights in its own pass, with the same semantics.)
     """
+    layout = layout_of(loss)
+    position = layout.target
 
     def body(inner: Loss, batch_ndim: int, *args: Any, **static: Any) -> Any:
-        if len(args) < 3:
+        if len(args) < position + 2:
             raise TypeError(
                 f"weighted({name_of(loss)}) takes (input, target, ..., weight) and got {len(args)} "
                 "positional arguments: the class weight, shape (C,), is missing; pass it last"
             )
         *args, weight = args
-        x, target = args[0], args[1]
-        _check_class_weight(weight, x, loss)
+        target = args[position]
+        _check_class_weight(weight, args, loss)
+        if layout.weight is not None and normalize:
+            return inner(*args, **{layout.weight: weight}, **static)
         if not is_index(target):
-            return inner(x, target * weight, *args[2:], **static)
+            return inner(*replaced(args, position, target * weight), **static)
         out = inner(*args, **static)
         value = out.value if isinstance(out, Weighted) else out
         scale = spread(take_shared(weight, target), value, batch_ndim)
@@ -45,13 +51,15 @@ def weighted(loss: Loss, *, normalize: bool = True) -> Loss:
     return transform(body, loss, None)
 
 
-def _check_class_weight(weight: Any, x: Any, loss: Loss) -> None:
-    """A ValueError unless ``weight`` has one entry per class of the scores ``x`` (its last axis)."""
+def _check_class_weight(weight: Any, args: list[Any], loss: Loss) -> None:
+    """A ValueError unless ``weight`` has one entry per class (by default, the scores' last axis)."""
+    x = args[0]
     if not isinstance(weight, mx.array) or not isinstance(x, mx.array) or not x.ndim:
         return
-    if weight.shape != (x.shape[-1],):
+    classes = num_classes(loss, args)
+    if weight.shape != (classes,):
         raise ValueError(
-            f"weighted({name_of(loss)}): weight must have one entry per class, shape ({x.shape[-1]},) "
+            f"weighted({name_of(loss)}): weight must have one entry per class, shape ({classes},) "
             f"for scores of shape {tuple(x.shape)} (the classes are the last axis); got shape {tuple(weight.shape)}"
         )
 

@@ -19,6 +19,7 @@ from ._embedding import margin_ranking_loss as margin_ranking_loss
 from ._embedding import pairwise_distance as pairwise_distance
 from ._embedding import triplet_margin_loss as triplet_margin_loss
 from ._embedding import triplet_margin_with_distance_loss as triplet_margin_with_distance_loss
+from ._linear import linear_cross_entropy as linear_cross_entropy
 from ._margin import multi_margin_loss as multi_margin_loss
 from ._margin import soft_margin_loss as soft_margin_loss
 from ._multilabel import multilabel_margin_loss as multilabel_margin_loss

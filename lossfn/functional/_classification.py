@@ -31,9 +31,16 @@ def _check_class_input(input: Array, target: Array, *, allow_probabilities: bool
         expected = f"{index_shape} (class indices)"
         if allow_probabilities:
             expected += f" or {tuple(input.shape)} (class probabilities)"
+        hint = ""
+        if input.ndim >= 3 and tuple(target.shape) == tuple(input.shape[:-1]):
+            hint = (
+                ". The class axis is dimension 1, as in PyTorch, and target matches input with its last axis removed: "
+                "for class-last logits (B, T, C), pass mx.moveaxis(input, -1, 1), or use "
+                "transforms.reduce(lossfn.cross_entropy)(input, target), which takes (B, T, C) with (B, T) as they are"
+            )
         raise ValueError(
             f"target must have shape {expected} for input of shape {C.shape_str(input)}; "
-            f"got {C.shape_str(target)}"
+            f"got {C.shape_str(target)}{hint}"
         )
     C.check_integer(target, "target")
     return num_classes

@@ -19,6 +19,7 @@ from typing import Any
 import mlx.core as mx
 
 import transforms as T
+from transforms._batching import layout_of, num_classes
 
 from .. import _checks as C
 
@@ -76,21 +77,29 @@ def reduce_graph(
     return T.compiled(_with_check(composed, check), static=static)
 
 
-def _indices_valid(x: Array, y: Array, *weight: Array, index: Array, alpha: Array) -> Array:
-    return C.indices_valid(y, x.shape[-1], index) if T.is_index(y) else mx.array(True)
+def _indices_valid(loss: Callable[..., Any]) -> Check:
+    """Whether every class index of a call of ``loss`` is a class or the ignore index."""
+    position = layout_of(loss).target
+
+    def check(*args: Array, index: Array, alpha: Array, **static: Any) -> Array:
+        y = args[position]
+        return C.indices_valid(y, num_classes(loss, args), index) if T.is_index(y) else mx.array(True)
+
+    return check
 
 
 @functools.cache
-def class_graph(loss: Callable[..., Any], reduction: str, weighted: bool, smoothed: bool) -> Any:
+def class_graph(loss: Callable[..., Any], reduction: str, weighted: bool, smoothed: bool, static: tuple[str, ...] = ()) -> Any:
     """PyTorch's class-index loss: ``reduce(ignore_index(smooth_labels(weighted(loss))))``, and
-    whether every index is a class or the ignore index: ``(loss, ok)``."""
+    whether every index is a class or the ignore index: ``(loss, ok)``. Keywords named in
+    ``static`` (a tile size) select the graph."""
 
-    def composed(x: Array, y: Array, *weight: Array, index: Array, alpha: Array) -> Array:
+    def composed(*args: Array, index: Array, alpha: Array, **static: Any) -> Array:
         f = T.weighted(loss) if weighted else loss
         f = T.smooth_labels(f, alpha, linear=True) if smoothed else f  # PyTorch smooths only CE
-        return T.reduce(T.ignore_index(f, index), reduction)(x, y, *weight)
+        return T.reduce(T.ignore_index(f, index), reduction)(*args, **static)
 
-    return T.compiled(_with_check(composed, _indices_valid))
+    return T.compiled(_with_check(composed, _indices_valid(loss)), static=static)
 
 
 # --- layouts ------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from ._embedding import HingeEmbeddingLoss as HingeEmbeddingLoss
 from ._embedding import MarginRankingLoss as MarginRankingLoss
 from ._embedding import TripletMarginLoss as TripletMarginLoss
 from ._embedding import TripletMarginWithDistanceLoss as TripletMarginWithDistanceLoss
+from ._linear import LinearCrossEntropyLoss as LinearCrossEntropyLoss
+from ._linear import LinearCrossEntropyOptions as LinearCrossEntropyOptions
 from ._margin import MultiMarginLoss as MultiMarginLoss
 from ._margin import SoftMarginLoss as SoftMarginLoss
 from ._multilabel import MultiLabelMarginLoss as MultiLabelMarginLoss
