@@ -94,6 +94,10 @@ def _ctc_batch(r: np.random.Generator) -> tuple[np.ndarray, ...]:
     return log_probs, r.integers(1, 5, size=(4, 3)), np.full(4, 12), r.integers(1, 4, size=4)
 
 
+def _hidden_vocabulary_labels(r: np.random.Generator) -> tuple[np.ndarray, ...]:
+    return r.normal(size=(8, 4)).astype(np.float32), r.normal(size=(50, 4)).astype(np.float32), r.integers(0, 50, size=8)
+
+
 DEMOS: list[Demo] = [
     Demo("l1_loss", _pair),
     Demo("mse_loss", _pair),
@@ -116,6 +120,7 @@ DEMOS: list[Demo] = [
     Demo("margin_ranking_loss", _scores_labels, {"margin": 0.1}),
     Demo("hinge_embedding_loss", _distances_labels),
     Demo("ctc_loss", _ctc_batch),
+    Demo("linear_cross_entropy", _hidden_vocabulary_labels, {"label_smoothing": 0.1}),
 ]
 
 
