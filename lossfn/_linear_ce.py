@@ -153,7 +153,8 @@ def _forward(config: Config, inputs: Sequence[Array]) -> tuple[Array, Array, Arr
     lse, ce_y, ce_s = [], [], []
     for rows in _spans(n, row_step):
         stats = [_tile_statistics(config, x, y, rows, cols) for cols in _spans(v, col_step)]
-        top = functools.reduce(mx.maximum, (st[:, 0] for st in stats))  # a chain: see above
+        # A chain (see above), of reductions: mx.compile would fuse a chain of mx.maximum into one kernel
+        top = functools.reduce(lambda a, b: mx.max(mx.stack([a, b]), axis=0), (st[:, 0] for st in stats))
         stats = mx.stack(stats, axis=1)
         m, partial = stats[..., 0], stats[..., 1]  # (rows, tiles)
         log_l = mx.log(mx.sum(partial * mx.exp(m - top[:, None]), axis=1))

@@ -397,7 +397,7 @@ def test_bad_values_raise_like_torch_and_give_nan_when_traced(tiled):
         F.linear_cross_entropy(mx.array(h), mx.array(W), mx.array(y), label_smoothing=1.5, options=options)
     with pytest.raises(ValueError, match=r"weight must have one entry per class"):
         F.linear_cross_entropy(mx.array(h), mx.array(W), mx.array(y), weight=mx.array(w[:5]), options=options)
-    traced = mx.compile(lambda h: F.linear_cross_entropy(h, mx.array(W), mx.array(y), options=options, reduction="none"))(mx.array(h))
+    traced = mx.compile(lambda h, y: F.linear_cross_entropy(h, mx.array(W), y, options=options, reduction="none"))(mx.array(h), mx.array(y))
     assert np.isnan(np.asarray(traced)[2]) and np.isfinite(np.delete(np.asarray(traced), 2)).all()
     with pytest.raises(ValueError, match="softcap"):
         lossfn.linear_cross_entropy(mx.array(h[0]), mx.array(W), mx.array(1), softcap=-1.0)

@@ -89,17 +89,19 @@ def _indices_valid(loss: Callable[..., Any]) -> Check:
 
 
 @functools.cache
-def class_graph(loss: Callable[..., Any], reduction: str, weighted: bool, smoothed: bool, static: tuple[str, ...] = ()) -> Any:
+def class_graph(loss: Callable[..., Any], reduction: str, weighted: bool, smoothed: bool, static: tuple[str, ...] | None = ()) -> Any:
     """PyTorch's class-index loss: ``reduce(ignore_index(smooth_labels(weighted(loss))))``, and
     whether every index is a class or the ignore index: ``(loss, ok)``. Keywords named in
-    ``static`` (a tile size) select the graph."""
+    ``static`` select the graph; ``static=None``: not compiled (``linear_cross_entropy``'s
+    tiles, whose order of evaluation a compiled graph does not keep)."""
 
     def composed(*args: Array, index: Array, alpha: Array, **static: Any) -> Array:
         f = T.weighted(loss) if weighted else loss
         f = T.smooth_labels(f, alpha, linear=True) if smoothed else f  # PyTorch smooths only CE
         return T.reduce(T.ignore_index(f, index), reduction)(*args, **static)
 
-    return T.compiled(_with_check(composed, _indices_valid(loss)), static=static)
+    checked = _with_check(composed, _indices_valid(loss))
+    return checked if static is None else T.compiled(checked, static=static)
 
 
 # --- layouts ------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from typing import Any
 
 import mlx.core as mx
 
+import transforms as T
+
 from .. import _checks as C
 from .._classification import linear_cross_entropy as _linear_cross_entropy
 from .._linear_ce import default_tile
@@ -172,10 +174,13 @@ def _tiled(
     unbatched = input.ndim == 1
     h, y = (input[None], target[None]) if unbatched else (input, target)
     tile = tile_of(options, h.shape[0], h.shape[1], classes)
-    graph = class_graph(_linear_cross_entropy, reduction, weight is not None, label_smoothing > 0, static=("tile",))
+    graph = class_graph(_linear_cross_entropy, reduction, weight is not None, label_smoothing > 0, static=None)
     args = (h, W, y) + (() if bias is None else (bias,)) + (() if weight is None else (weight,))
-    loss, ok = graph(*args, index=ignore_index, alpha=float(label_smoothing), tile=tile)
-    C.raise_unless(ok, loss, lambda: C.class_index_error(target, classes, ignore_index))
+    if T.is_index(target) and C.holds(C.indices_valid(target, classes, ignore_index)) is False:
+        raise C.class_index_error(target, classes, ignore_index)
+    # Checked on its own, not with the loss as cross_entropy is: under mx.grad an evaluation of
+    # the loss keeps every intermediate array of its graph, each tile's logits included.
+    loss, _ = graph(*args, index=ignore_index, alpha=float(label_smoothing), tile=tile)
     return loss.reshape(()) if unbatched and loss.ndim else loss
 
 
