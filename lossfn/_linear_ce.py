@@ -105,7 +105,7 @@ def _logits(config: Config, x: _Inputs, rows: tuple[int, int], cols: tuple[int, 
     raw = h @ mx.contiguous(w.T)
     if x.b is not None:
         raw = raw + x.b[cols[0] : cols[1]].astype(mx.float32)
-    return raw if config.cap is None else config.cap * mx.tanh(raw / config.cap)
+    return soft_cap(raw, config.cap)
 
 
 def _scores(x: _Inputs, rows: tuple[int, int], cols: tuple[int, int]) -> Array | None:
