@@ -91,7 +91,6 @@ def _with_z_loss(loss: mx.array, lse: mx.array, z_loss: float | mx.array, weight
     return loss + (penalty if weight is None else weight * penalty)
 
 
-
 def _is_zero(x: float | mx.array) -> bool:
     """Whether ``x`` is the Python number 0 (an array may be traced: its term is kept)."""
     return isinstance(x, (int, float)) and x == 0
@@ -180,7 +179,7 @@ def linear_cross_entropy(
     :math:`(1 - \alpha) w_y \ell_y + \frac{\alpha}{V} \sum_c w_c \ell_c`.
 
     A batch never forms its ``(N, V)`` logits: tokens and vocabulary are cut into tiles of at
-    most ``tile`` logits (default 2**20 on the CPU, 2**24 on a GPU), with an online
+    most ``tile`` logits (default 2**18 on the CPU, 2**24 on a GPU), with an online
     log-sum-exp and a backward pass that recomputes each tile (``lossfn._linear_ce``).
     Half-precision ``h`` and ``W`` are computed in float32 a tile at a time. Not meant for
     small vocabularies, where ``cross_entropy(W @ h + b, y)`` is cheaper.

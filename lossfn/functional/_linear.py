@@ -30,7 +30,7 @@ _POLICIES = ("auto", "accurate", "balanced", "compact")
 class LinearCrossEntropyOptions:
     """How the tiled pass cuts the ``(N, C)`` logits; PyTorch's fields, and ``tile`` of our own.
 
-    - ``tile``: logits per tile (ours). Default: 2**20 on the CPU, 2**24 on a GPU.
+    - ``tile``: logits per tile (ours). Default: 2**18 on the CPU, 2**24 on a GPU.
     - ``batch_chunk_size``: tokens per tile, each tile then holding whole rows of the
       vocabulary (``tile = batch_chunk_size * C``), PyTorch's meaning.
     - ``chunking_method``: ``'auto'`` is our default tile; ``'aspect_ratio[:k]'`` sizes the
