@@ -21,6 +21,7 @@ from ._reduce import Weighted as Weighted
 from ._reduce import batched as batched
 from ._reduce import reduce as reduce
 from ._reduce import reduce_values as reduce_values
+from ._reduce import sum_gradients as sum_gradients
 from ._smoothing import smooth_labels as smooth_labels
 from ._sums import accurate_sum as accurate_sum
 from ._tree import reduce_tree as reduce_tree
@@ -50,6 +51,7 @@ __all__ = [
     "reduce_values",
     "rescaled",
     "smooth_labels",
+    "sum_gradients",
     "tree_loss",
     "weighted",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple, get_args
 
 import mlx.core as mx
+import optree
 
 from ._batching import InAxes, Loss, as_arrays, name_of, named_like, promoted, run_batched
 from ._precision import cast_floats, result_dtype
@@ -55,12 +56,15 @@ def batched(loss: Loss, in_axes: InAxes | None = None) -> Loss:
     return batched_loss
 
 
-def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None = None) -> Loss:
+def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None = None, group: Any = None) -> Loss:
     """Batch ``loss`` over the leading axis, then reduce: same arguments, batched; one array out.
 
     ``reduce(f, 'none')`` returns the stacked per-example losses; 'sum' their total; 'mean'
     ``sum(values) / sum(weights)`` (the element count for an unweighted loss); 'batchmean'
     the total divided by the batch size ``N``.
+
+    With ``group`` (an ``mx.distributed`` group) the batch is this process's shard of a global
+    batch: see :func:`reduce_values`.
     """
     check_reduction(reduction)
 
@@ -70,20 +74,30 @@ def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None 
             raise TypeError(f"{name_of(loss)}: reduce needs at least one batched argument")
         args = as_arrays(args)
         out = run_batched(loss, promoted(loss, args), in_axes, static)
-        return cast_floats(reduce_values(out, reduction), result_dtype(args))
+        return cast_floats(reduce_values(out, reduction, group=group), result_dtype(args))
 
     return reduced_loss
 
 
-def reduce_values(out: Any, reduction: Reduction) -> Any:
+def reduce_values(out: Any, reduction: Reduction, *, group: Any = None) -> Any:
     """Reduce a batch of per-example outputs (an array or a :class:`Weighted`, batch axis first) by ``reduction``.
 
     The result has the values' dtype; 'batchmean' divides by the length of the leading axis.
+
+    With ``group``, an ``mx.distributed`` group whose every process holds a shard of one global
+    batch, the result is the global batch's, on every process: the totals and the denominator
+    (the weight sum, element count or batch size) are summed over the group, one ``all_sum``
+    of two numbers. The denominator carries no gradient, and the gradient of ``all_sum`` is
+    its cotangent, so each process's gradient is *its share*: their **sum** over the group is
+    the gradient of the global batch's loss (``all_sum`` the gradients; ``mlx.nn.average_gradients``
+    divides by the group's size, see :func:`sum_gradients`). 'none' is this shard's.
     """
     check_reduction(reduction)
     value = value_of(out)
     if reduction == "none":
         return value
+    if group is not None:
+        return _global(out, reduction, group).astype(value.dtype)
     if reduction == "sum":
         result = total(value)
     elif reduction == "batchmean":
@@ -94,6 +108,29 @@ def reduce_values(out: Any, reduction: Reduction) -> Any:
     else:
         result = mean(value)
     return result.astype(value.dtype)
+
+
+def _global(out: Any, reduction: Reduction, group: Any) -> mx.array:
+    """The reduction of the global batch whose shard on this process is ``out`` (see ``reduce_values``)."""
+    value = value_of(out)
+    if reduction == "mean" and isinstance(out, Weighted):
+        count = out.weight if out.weight.shape == value.shape else out.weight + mx.zeros_like(value)
+    elif reduction == "mean":
+        count = mx.ones_like(value)
+    else:  # the batch size (its examples), or nothing to divide by
+        count = mx.ones(value.shape[:1], value.dtype)
+    parts = mx.stack([total(value), mx.stop_gradient(total(count))])
+    summed = mx.distributed.all_sum(parts, group=group)
+    return summed[0] if reduction == "sum" else _divide_or_nan(summed[0], summed[1])
+
+
+def sum_gradients(grads: Any, group: Any) -> Any:
+    """``grads`` (a pytree) summed over ``group``: the exact gradient of a :func:`reduce` with ``group``.
+
+    (``mlx.nn.average_gradients`` divides that sum by the group's size: multiply the loss by
+    ``group.size()`` to use it instead.)
+    """
+    return optree.tree_map(lambda g: mx.distributed.all_sum(g, group=group), grads)
 
 
 def _divide_or_nan(total: mx.array, weight: mx.array) -> mx.array:
