@@ -20,8 +20,11 @@ from ._reduce import Reduction as Reduction
 from ._reduce import Weighted as Weighted
 from ._reduce import batched as batched
 from ._reduce import reduce as reduce
+from ._reduce import reduce_batch as reduce_batch
 from ._reduce import reduce_values as reduce_values
-from ._reduce import sum_gradients as sum_gradients
+from ._scale_out import accumulate as accumulate
+from ._scale_out import across as across
+from ._scale_out import sum_gradients as sum_gradients
 from ._smoothing import smooth_labels as smooth_labels
 from ._sums import accurate_sum as accurate_sum
 from ._tree import reduce_tree as reduce_tree
@@ -33,7 +36,9 @@ __all__ = [
     "REDUCTIONS",
     "Reduction",
     "Weighted",
+    "accumulate",
     "accurate_sum",
+    "across",
     "batched",
     "clip_and_sum",
     "clipped_grad",
@@ -46,6 +51,7 @@ __all__ = [
     "per_example_grad_norms",
     "per_example_value_and_grad",
     "reduce",
+    "reduce_batch",
     "reduce_example",
     "reduce_tree",
     "reduce_values",

@@ -8,6 +8,7 @@ from typing import Any, overload
 
 import mlx.core as mx
 
+from . import _scale_out
 from ._batching import Loss, batch_rule, named_like, with_trailing_axes
 
 
@@ -26,7 +27,8 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
     ``static`` and keywords that are bools, strings, None or callables select the graph
     instead (they steer Python control flow). Works bare (``@compiled``) or with arguments
     (``@compiled(static=('p',))``). ``fn.traces`` counts how often the Python body was traced.
-    A loss with a batch rule keeps one, compiled alike.
+    A loss with a batch rule keeps one, compiled alike. Inside a reduction scope
+    (``transforms.across``, ``accumulate``) the loss runs uncompiled.
     """
     if loss is None:
         return functools.partial(compiled, static=tuple(static))
@@ -35,6 +37,8 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
 
     @named_like(loss)
     def compiled_loss(*args: Any, **kwargs: Any) -> Any:
+        if _scale_out.current() is not None:  # a reduction scope is read when traced: run uncompiled
+            return loss(*args, **kwargs)
         fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
         dynamic = sorted(k for k in kwargs if k not in fixed)
         key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic))

@@ -40,6 +40,7 @@ import optree
 from ._batching import InAxes, Loss, _leading_size, batch_axes, with_trailing_axes
 from ._precision import HALF
 from ._reduce import Weighted, reduce_values, value_of
+from ._scale_out import sum_gradients
 from ._sums import accumulator_dtype, accurate_sum
 
 ExampleReduction = Literal["sum", "mean"]
@@ -315,13 +316,17 @@ def clipped_grad(
     in_axes: InAxes | None = None,
     example_reduction: ExampleReduction = "sum",
     method: Method = "auto",
+    group: Any = None,
 ) -> Callable[..., tuple[Any, Params, mx.array]]:
     """``loss(params, *example)`` -> ``f(params, *batch, key=None) = (values, grad, norms)``: one DP-SGD step.
 
     ``grad`` is ``clip_and_sum`` of the per-example gradients (with noise when
     ``noise_multiplier > 0``, drawn from ``key``), ``norms`` their norms before clipping.
     With the 'linear' method the clipped sum is one matmul per layer and no per-example
-    gradient is formed.
+    gradient is formed. With ``group`` (``mx.distributed``) each process clips its own shard's
+    examples, the clipped sums are summed over the group, and the noise is added once, to that
+    sum, from ``key`` (the same on every process): every process gets the step of one process
+    on the whole batch. ``values`` and ``norms`` stay the shard's.
     """
     _check_clip(max_norm, noise_multiplier, None, need_key=False)
     check_options(method, example_reduction)
@@ -332,6 +337,8 @@ def clipped_grad(
         pe = per_example(loss, params, batch, static, in_axes, example_reduction, method)
         norms = mx.sqrt(pe.sq_norms())
         total = pe.combine(clip_scale(norms, max_norm))
+        if group is not None:
+            total = sum_gradients(total, group)
         if _has_noise(noise_multiplier):
             total = add_noise(total, noise_multiplier * max_norm, key)
         return pe.values, total, norms

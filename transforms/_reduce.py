@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple, get_args
 
 import mlx.core as mx
-import optree
 
+from . import _scale_out
 from ._batching import InAxes, Loss, as_arrays, name_of, named_like, promoted, run_batched
 from ._precision import cast_floats, result_dtype
 from ._sums import batch_mean, mean, total
@@ -74,7 +74,7 @@ def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None 
             raise TypeError(f"{name_of(loss)}: reduce needs at least one batched argument")
         args = as_arrays(args)
         out = run_batched(loss, promoted(loss, args), in_axes, static)
-        return cast_floats(reduce_values(out, reduction, group=group), result_dtype(args))
+        return cast_floats(reduce_batch(out, reduction, group=group), result_dtype(args))
 
     return reduced_loss
 
@@ -90,7 +90,7 @@ def reduce_values(out: Any, reduction: Reduction, *, group: Any = None) -> Any:
     of two numbers. The denominator carries no gradient, and the gradient of ``all_sum`` is
     its cotangent, so each process's gradient is *its share*: their **sum** over the group is
     the gradient of the global batch's loss (``all_sum`` the gradients; ``mlx.nn.average_gradients``
-    divides by the group's size, see :func:`sum_gradients`). 'none' is this shard's.
+    divides by the group's size, see ``sum_gradients``). 'none' is this shard's.
     """
     check_reduction(reduction)
     value = value_of(out)
@@ -110,27 +110,42 @@ def reduce_values(out: Any, reduction: Reduction, *, group: Any = None) -> Any:
     return result.astype(value.dtype)
 
 
-def _global(out: Any, reduction: Reduction, group: Any) -> mx.array:
-    """The reduction of the global batch whose shard on this process is ``out`` (see ``reduce_values``)."""
+def reduce_batch(out: Any, reduction: Reduction, *, group: Any = None) -> Any:
+    """``reduce_values`` of a batch, as the scope it runs in says (``transforms._scale_out``).
+
+    Outside a scope, ``reduce_values(out, reduction, group=group)``. In ``across(g)``, with
+    ``group=g``. Counting micro-batches: this batch's numerator, its denominator recorded. Applying:
+    the numerator divided by the next of the given denominators.
+    """
+    scope = _scale_out.current()
+    if reduction == "none" or scope is None:
+        return reduce_values(out, reduction, group=group)
+    if scope.mode == "group":
+        return reduce_values(out, reduction, group=scope.group)
+    numerator, denominator = _parts(out, reduction)
+    if scope.mode == "count":
+        scope.counts.append(denominator)
+        return numerator.astype(value_of(out).dtype)
+    divided = numerator if reduction == "sum" else _divide_or_nan(numerator, scope.next_denominator())
+    return divided.astype(value_of(out).dtype)
+
+
+def _parts(out: Any, reduction: Reduction) -> tuple[mx.array, mx.array]:
+    """A batch's numerator and denominator (without gradient): a 'mean' is their ratio."""
     value = value_of(out)
     if reduction == "mean" and isinstance(out, Weighted):
         count = out.weight if out.weight.shape == value.shape else out.weight + mx.zeros_like(value)
     elif reduction == "mean":
         count = mx.ones_like(value)
-    else:  # the batch size (its examples), or nothing to divide by
+    else:  # the batch size (its examples); 'sum' divides by nothing
         count = mx.ones(value.shape[:1], value.dtype)
-    parts = mx.stack([total(value), mx.stop_gradient(total(count))])
-    summed = mx.distributed.all_sum(parts, group=group)
+    return total(value), mx.stop_gradient(total(count))
+
+
+def _global(out: Any, reduction: Reduction, group: Any) -> mx.array:
+    """The reduction of the global batch whose shard on this process is ``out`` (see ``reduce_values``)."""
+    summed = mx.distributed.all_sum(mx.stack(_parts(out, reduction)), group=group)
     return summed[0] if reduction == "sum" else _divide_or_nan(summed[0], summed[1])
-
-
-def sum_gradients(grads: Any, group: Any) -> Any:
-    """``grads`` (a pytree) summed over ``group``: the exact gradient of a :func:`reduce` with ``group``.
-
-    (``mlx.nn.average_gradients`` divides that sum by the group's size: multiply the loss by
-    ``group.size()`` to use it instead.)
-    """
-    return optree.tree_map(lambda g: mx.distributed.all_sum(g, group=group), grads)
 
 
 def _divide_or_nan(total: mx.array, weight: mx.array) -> mx.array:

@@ -31,7 +31,7 @@ import optree
 from ._batching import InAxes, Loss, as_arrays, promoted, run_batched
 from ._per_example import ExampleReduction, reduce_example
 from ._precision import cast_floats, result_dtype
-from ._reduce import Reduction, Weighted, check_reduction, reduce_values, value_of
+from ._reduce import Reduction, Weighted, check_reduction, reduce_batch, value_of
 
 Tree = Any
 
@@ -69,11 +69,12 @@ def tree_loss(losses: Tree, weights: Tree | None = None, *, example_reduction: E
     return total
 
 
-def reduce_tree(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None = None) -> Loss:
+def reduce_tree(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None = None, group: Any = None) -> Loss:
     """``reduce`` for a loss returning a pytree: batch it, then reduce every leaf by ``reduce``'s law.
 
     A :class:`Weighted` is one leaf (its mean is ``sum(value) / sum(weight)``); the result has
     the loss's output structure. Meant for ``tree_loss(...).parts``: the per-head batch losses.
+    ``group``: each head's reduction is of the global batch, as in ``reduce``.
     """
     check_reduction(reduction)
 
@@ -81,7 +82,7 @@ def reduce_tree(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | 
     def reduced_tree(*args: Any, **static: Any) -> Tree:
         args = as_arrays(args)
         out = run_batched(loss, promoted(loss, args), in_axes, static)
-        reduced = optree.tree_map(lambda o: reduce_values(o, reduction), out, is_leaf=_is_weighted)
+        reduced = optree.tree_map(lambda o: reduce_batch(o, reduction, group=group), out, is_leaf=_is_weighted)
         return cast_floats(reduced, result_dtype(args))
 
     return reduced_tree

@@ -145,4 +145,4 @@ def ctc_loss(
         return (losses[0] if unbatched else losses).astype(log_probs.dtype)
     if reduction == "mean":
         losses = losses / mx.maximum(target_lengths, 1).astype(losses.dtype)
-    return T.reduce_values(losses, reduction).astype(log_probs.dtype)
+    return T.reduce_batch(losses, reduction).astype(log_probs.dtype)
