@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 import lossfn.functional as F
+from lossfn.nn import LinearCrossEntropyOptions
 
 C, D, T_FRAMES = 5, 4, 6
 
@@ -208,6 +209,19 @@ ROWS: dict[str, Row] = {
         lambda r, n: [normal(r, n, D) * 3, signs(r, n, D)], F.soft_margin_loss, lambda t, *a, **k: t.soft_margin_loss(*a, **k)
     ),
     "ctc_loss": Row(ctc, F.ctc_loss, lambda t, *a, **k: _torch_ctc_true_derivative(t, *a, **k), (0,), False),
+    "linear_cross_entropy": Row(
+        lambda r, n: [normal(r, n, D), normal(r, C, D), labels(r, n)],
+        F.linear_cross_entropy,
+        lambda t, *a, **k: t.linear_cross_entropy(*a, **k),
+        (0, 1),
+    ),
+    "linear_cross_entropy, tiled": Row(
+        lambda r, n: [normal(r, n, D), normal(r, C, D), labels(r, n)],
+        lambda *a, **k: F.linear_cross_entropy(*a, options=LinearCrossEntropyOptions(tile=8), **k),
+        lambda t, *a, **k: t.linear_cross_entropy(*a, **k),
+        (0, 1),
+        False,
+    ),
     "pairwise_distance": Row(
         lambda r, n: [normal(r, n, D), normal(r, n, D)],
         lambda *a, reduction: F.pairwise_distance(*a),

@@ -15,6 +15,7 @@ from typing import Any
 import mlx.core as mx
 
 import transforms as T
+from transforms._precision import result_dtype, upcast
 
 from .. import _checks as C
 from .._classification import linear_cross_entropy as _linear_cross_entropy
@@ -133,6 +134,8 @@ def linear_cross_entropy(
     classes, out = _check_shapes(input, W, target, bias)
     logits_shape = (*input.shape[:-1], classes, *out)
     probabilities = tuple(target.shape) == logits_shape
+    # -1 for the batch: the same graph holds under mx.compile(..., shapeless=True)
+    logits_layout = (-1, classes, *out) if input.ndim == 2 else logits_shape
     if probabilities and ignore_index is not None:
         raise ValueError("ignore_index cannot be specified when target contains probabilities")
     ignore_index = -100 if ignore_index is None else ignore_index
@@ -142,10 +145,13 @@ def linear_cross_entropy(
             stacklevel=2,
         )
     if options is None or out:
-        flat_bias = None if bias is None else bias.reshape(-1)
-        logits = input @ W.reshape(-1, W.shape[-1]).T
-        logits = (logits if flat_bias is None else logits + flat_bias).reshape(logits_shape)
-        return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+        # Half precision: the logits in float32 and the loss rounded once (PyTorch rounds its logits).
+        dtype = result_dtype([input, W, bias, weight])
+        h, W, bias = upcast([input, W, None if bias is None else bias.reshape(-1)])
+        logits = h @ W.reshape(-1, W.shape[-1]).T
+        logits = (logits if bias is None else logits + bias).reshape(logits_layout)
+        loss = cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+        return loss.astype(dtype)
     return _tiled(input, W, target, bias, weight, reduction, ignore_index, label_smoothing, options, classes)
 
 
