@@ -14,6 +14,8 @@ from transforms._sums import accurate_sum
 from ._example import per_example
 from ._linear_ce import Config, check_cap, core, default_tile, soft_cap
 
+Scalar = float | mx.array
+
 
 def _nll(log_probs: mx.array, target: mx.array) -> mx.array:
     if is_index(target):
@@ -283,3 +285,40 @@ def binary_cross_entropy_with_logits(
     1e-4 relative at :math:`|x| = 50`), its gradient accurate in the confident tails.
     """
     return bce_with_logits(input, target, pos_weight)
+
+
+# --- beyond PyTorch's catalogue ------------------------------------------------------------
+
+
+@per_example()
+def sigmoid_focal_loss(input: mx.array, target: mx.array, *, alpha: float | None = 0.25, gamma: Scalar = 2.0) -> mx.array:
+    r"""Focal loss of logits, element-wise (Lin et al. 2017; torchvision's ``sigmoid_focal_loss``, optax's):
+
+    .. math:: \ell = \alpha_t (1 - p_t)^\gamma\, \mathrm{bce\_with\_logits}(x, y),\quad
+              1 - p_t = y\,\sigma(-x) + (1 - y)\,\sigma(x),\quad \alpha_t = \alpha y + (1 - \alpha)(1 - y)
+
+    ``alpha`` None (or negative, torchvision's convention) weighs nothing; at ``gamma = 0`` and
+    ``alpha`` None it is BCE with logits. :math:`\sigma(\pm x)` are taken each from its own side,
+    so the focal factor is exact in the confident tails. Shapes: ``input`` and ``target`` alike.
+    """
+    loss = bce_with_logits(input, target)
+    one_minus_p_t = target * mx.sigmoid(-input) + (1 - target) * mx.sigmoid(input)
+    loss = mx.power(one_minus_p_t, gamma) * loss
+    if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0):
+        return loss
+    return (alpha * target + (1 - alpha) * (1 - target)) * loss
+
+
+@per_example(logits="(C,)", target=("()", "(C,)"))
+def poly1_cross_entropy(logits: mx.array, target: mx.array | int, *, epsilon: Scalar = 2.0) -> mx.array:
+    r"""Poly-1 cross-entropy of one example's logits ``(C,)`` (Leng et al. 2022, PolyLoss; optax's ``poly_loss_cross_entropy``):
+
+    .. math:: \ell = \mathrm{cross\_entropy}(x, y) + \epsilon \sum_c y_c (1 - \mathrm{softmax}(x)_c)
+
+    against a class index (:math:`1 - p_y`) or a distribution ``(C,)``. At ``epsilon = 0`` it is
+    :func:`cross_entropy`; an index outside ``[0, C)`` gives ``nan``.
+    """
+    ce = cross_entropy.__wrapped__(logits, target)  # its maths: the example is checked already
+    if is_index(target):
+        return ce + epsilon * (1 - mx.exp(-ce))  # p_y = exp(-ce)
+    return ce + epsilon * accurate_sum(target * (1 - mx.softmax(logits, axis=-1)), axis=-1)

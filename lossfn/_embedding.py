@@ -203,3 +203,25 @@ def triplet_margin_loss(
     """
     distance = functools.partial(_pairwise, p=p, eps=eps)
     return _triplet(anchor, positive, negative, distance, margin, swap)
+
+
+# --- beyond PyTorch's catalogue (optax's) ------------------------------------------------------
+
+
+@per_example(input1="(D,)", input2="(D,)")
+def cosine_similarity(input1: mx.array, input2: mx.array, *, epsilon: Scalar = 0.0) -> mx.array:
+    r"""Cosine similarity of one pair of vectors ``(D,)``, a scalar (optax's ``cosine_similarity``):
+
+    .. math:: s = \frac{x_1}{\sqrt{\max(\lVert x_1\rVert^2, \epsilon)}} \cdot \frac{x_2}{\sqrt{\max(\lVert x_2\rVert^2, \epsilon)}}
+
+    ``epsilon`` bounds the squared norms below (a zero vector then has similarity 0, not ``nan``).
+    """
+    unit1 = input1 / mx.sqrt(mx.maximum(mx.sum(mx.square(input1), axis=-1, keepdims=True), epsilon))
+    unit2 = input2 / mx.sqrt(mx.maximum(mx.sum(mx.square(input2), axis=-1, keepdims=True), epsilon))
+    return mx.sum(unit1 * unit2, axis=-1)
+
+
+@per_example(input1="(D,)", input2="(D,)")
+def cosine_distance(input1: mx.array, input2: mx.array, *, epsilon: Scalar = 0.0) -> mx.array:
+    r"""Cosine distance of one pair of vectors ``(D,)``: :math:`1 - \mathrm{cosine\_similarity}(x_1, x_2)` (optax's)."""
+    return 1 - cosine_similarity.__wrapped__(input1, input2, epsilon=epsilon)

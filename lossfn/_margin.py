@@ -50,3 +50,36 @@ def soft_margin_loss(input: mx.array, target: mx.array) -> mx.array:
     ``nan`` gradients, once :math:`-y x > 88` in float32); :math:`y x = +\infty` costs 0.
     """
     return softplus(-(target * input))
+
+
+# --- beyond PyTorch's catalogue (optax's) ------------------------------------------------------
+
+
+def _max_beyond(scores: mx.array, target: mx.array | int, shift: Scalar) -> mx.array:
+    r""":math:`\max_c (x_c + \text{shift}\,[c \ne y]) - x_y`, ``nan`` for an index outside ``[0, C)``."""
+    picked, valid = take_class(scores, target)
+    is_target = mx.arange(scores.shape[-1]) == target[..., None]
+    return nan_unless(valid, mx.max(mx.where(is_target, scores, scores + shift), axis=-1) - picked)
+
+
+@per_example(scores="(C,)", target="()")
+def multiclass_hinge_loss(scores: mx.array, target: mx.array | int) -> mx.array:
+    r"""Crammer-Singer multi-class hinge of one example's scores ``(C,)`` and class index (optax's), a scalar:
+
+    .. math:: \ell = \max_c (x_c + [c \ne y]) - x_y
+
+    (0 once the true class leads every other by 1). An index outside ``[0, C)`` gives ``nan``.
+    """
+    return _max_beyond(scores, target, 1.0)
+
+
+@per_example(scores="(C,)", target="()")
+def multiclass_perceptron_loss(scores: mx.array, target: mx.array | int) -> mx.array:
+    r"""Multi-class perceptron loss of one example's scores ``(C,)`` and class index (optax's): :math:`\ell = \max_c x_c - x_y`."""
+    return _max_beyond(scores, target, 0.0)
+
+
+@per_example()
+def perceptron_loss(input: mx.array, target: mx.array) -> mx.array:
+    r"""Binary perceptron loss, element-wise, for targets :math:`y = \pm 1` (optax's): :math:`\ell = \max(0, -y x)`."""
+    return hinge(-(target * input))

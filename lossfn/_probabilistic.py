@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 
 from transforms._classes import nan_unless
+from transforms._sums import accurate_sum
 
 from ._example import per_example
 
@@ -102,3 +103,21 @@ def gaussian_nll_loss(
     loss = 0.5 * (mx.log(clamped) + mx.square(input - target) / clamped)
     loss = loss + _HALF_LOG_2PI if full else loss
     return nan_unless(mx.logical_not(var < 0), loss)
+
+
+# --- beyond PyTorch's catalogue (optax's) ------------------------------------------------------
+
+
+@per_example(input="(C,)", target="(C,)")
+def generalized_kl_divergence(input: mx.array, target: mx.array) -> mx.array:
+    r"""Generalized KL divergence of one example's log-predictions ``(C,)`` from non-negative targets ``(C,)``, a scalar:
+
+    .. math:: \ell = \sum_c y_c (\log y_c - x_c) + e^{x_c} - y_c
+
+    (optax's ``generalized_kl_divergence``; the KL divergence of unnormalised measures, 0 exactly
+    where :math:`e^x = y`). The first term is :func:`kl_div`'s, 0 where :math:`y_c = 0`.
+    """
+    return accurate_sum(kl_div.__wrapped__(input, target) + (mx.exp(input) - target), axis=-1)
+
+
+convex_kl_divergence = generalized_kl_divergence  # optax's older name, deprecated there

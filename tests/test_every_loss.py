@@ -139,6 +139,23 @@ CASES: dict[str, Case] = {
         shared=3,
     ),
     "pairwise_distance": Case(functools.partial(lossfn.pairwise_distance, p=1.5), lambda r: [normal(r, D), normal(r, D)]),
+    # beyond PyTorch's catalogue
+    "sigmoid_focal_loss": Case(
+        functools.partial(lossfn.sigmoid_focal_loss, alpha=0.3, gamma=1.5), lambda r: [normal(r, D), r.uniform(size=(B, D)).astype(np.float32)]
+    ),
+    "poly1_cross_entropy": Case(
+        ignore_index(weighted(functools.partial(lossfn.poly1_cross_entropy, epsilon=1.5)), 2),
+        lambda r: [normal(r, C), labels(r), r.uniform(0.5, 2, size=C).astype(np.float32)],
+        shared=1,
+    ),
+    "multiclass_hinge_loss": Case(lossfn.multiclass_hinge_loss, lambda r: [normal(r, C), labels(r)]),
+    "multiclass_perceptron_loss": Case(lossfn.multiclass_perceptron_loss, lambda r: [normal(r, C), labels(r)]),
+    "perceptron_loss": Case(lossfn.perceptron_loss, lambda r: [normal(r, D), signs(r, D)]),
+    "log_cosh": Case(lossfn.log_cosh, lambda r: [normal(r, D) * 30, normal(r, D)]),
+    "generalized_kl_divergence": Case(lossfn.generalized_kl_divergence, lambda r: [normal(r, C), r.uniform(0, 2, size=(B, C)).astype(np.float32)]),
+    "convex_kl_divergence": Case(lossfn.convex_kl_divergence, lambda r: [normal(r, C), r.uniform(0, 2, size=(B, C)).astype(np.float32)]),
+    "cosine_similarity": Case(lossfn.cosine_similarity, lambda r: [normal(r, D), normal(r, D)]),
+    "cosine_distance": Case(functools.partial(lossfn.cosine_distance, epsilon=1e-6), lambda r: [normal(r, D), normal(r, D)]),
 }
 
 
@@ -189,9 +206,11 @@ def parameters(fn):
     return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
 
 
-def test_every_loss_has_a_functional_and_a_module():
-    assert {n for n in lossfn.__all__ if n != "pairwise_distance"} <= set(FUNCTIONAL)
-    assert len(MODULES) == len(lossfn.__all__) - 1  # one class per loss
+def test_every_loss_of_pytorchs_catalogue_has_a_functional_and_a_module():
+    catalogue = set(lossfn.__all__) - set(lossfn.BEYOND_TORCH)
+    assert {n for n in catalogue if n != "pairwise_distance"} <= set(FUNCTIONAL)
+    assert len(MODULES) == len(catalogue) - 1  # one class per loss
+    assert not set(lossfn.BEYOND_TORCH) & set(FUNCTIONAL)  # lossfn.functional stays PyTorch's API
 
 
 @pytest.mark.parametrize("name", FUNCTIONAL)
