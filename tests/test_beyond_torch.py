@@ -105,6 +105,43 @@ CASES = {
         lambda r: [normal(r, B, D, scale=0.3), normal(r, B, D)],
         (0, 1),
     ),
+    "sparsemax": (
+        lossfn.sparsemax,
+        jax.vmap(optax.projections.projection_simplex),  # which projects its whole argument
+        lambda r: [normal(r, B, C, scale=2)],
+        (0,),
+    ),
+    "multiclass_sparsemax_loss": (
+        lossfn.multiclass_sparsemax_loss,
+        optax.losses.multiclass_sparsemax_loss,
+        lambda r: [normal(r, B, C, scale=2), r.integers(0, C, size=B).astype(np.int32)],
+        (0,),
+    ),
+    "sparsemax_loss": (
+        lossfn.sparsemax_loss,
+        optax.losses.sparsemax_loss,
+        lambda r: [normal(r, B, D, scale=2), (r.uniform(size=(B, D)) < 0.5).astype(np.float32)],
+        (0,),
+    ),
+    "dice_loss": (
+        functools.partial(lossfn.dice_loss, smooth=0.5),
+        lambda x, t: optax.losses.dice_loss(jnp.moveaxis(x, 1, -1), jnp.moveaxis(t, 1, -1), smooth=0.5),
+        lambda r: [normal(r, 4, C, 6, 5), np.moveaxis(one_hot(r.integers(0, C, size=(4, 6, 5))), -1, 1).copy()],
+        (0,),
+    ),
+    "dice_loss, Tversky, probabilities": (
+        functools.partial(lossfn.dice_loss, alpha=0.3, beta=0.7, apply_softmax=False),
+        lambda x, t: optax.losses.dice_loss(jnp.moveaxis(x, 1, -1), jnp.moveaxis(t, 1, -1), alpha=0.3, beta=0.7, apply_softmax=False),
+        lambda r: [np.moveaxis(r.dirichlet(np.ones(C), size=(4, 6, 5)), -1, 1).astype(np.float32).copy(),
+                   np.moveaxis(r.dirichlet(np.ones(C), size=(4, 6, 5)), -1, 1).astype(np.float32).copy()],
+        (0, 1),
+    ),
+    "binary_dice_loss": (
+        lossfn.binary_dice_loss,
+        optax.losses.binary_dice_loss,
+        lambda r: [normal(r, 4, 6, 5), (r.uniform(size=(4, 6, 5)) < 0.3).astype(np.float32)],
+        (0,),
+    ),
 }
 
 
@@ -138,9 +175,10 @@ def test_values_and_gradients_match_optax(name):
 def test_reduce_equals_a_loop():
     for name, (ours, _, make, _) in CASES.items():
         inputs = [mx.array(a) for a in make(r_((name, "loop")))]
-        looped = mx.stack([mx.sum(ours(*[a[i] for a in inputs])) for i in range(B)])
+        n = inputs[0].shape[0]
+        looped = mx.stack([mx.sum(ours(*[a[i] for a in inputs])) for i in range(n)])
         summed = reduce(ours, "none")(*inputs)
-        assert_close(mx.sum(summed.reshape(B, -1), axis=1), looped, what=name)
+        assert_close(mx.sum(summed.reshape(n, -1), axis=1), looped, what=name)
 
 
 def test_focal_loss_at_gamma_0_is_bce_with_logits():
@@ -184,3 +222,49 @@ def test_generalized_kl_is_finite_at_zero_targets():
     assert_close(ours, np.asarray(optax.losses.generalized_kl_divergence(jnp.asarray(x), jnp.asarray(y))), rtol=1e-5, atol=1e-6)
     grads = mx.grad(lambda x, y: mx.sum(reduce(lossfn.generalized_kl_divergence, "none")(x, y)), argnums=(0, 1))(mx.array(x), mx.array(y))
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+def test_ntxent_reduced_is_optaxs_batch_ntxent():
+    """One query against the batch as shared keys; with one positive per query, optax's batch loss."""
+    r = r_("ntxent")
+    embeddings = normal(r, 8, D)
+    pairs = np.arange(8) // 2  # (0, 1), (2, 3), ... are positive pairs
+    positives = mx.array(np.arange(8) ^ 1)
+    own = mx.arange(8)
+    for temperature in (0.07, 0.5):
+        def theirs(e):
+            return optax.losses.ntxent(e, jnp.asarray(pairs), temperature=temperature)
+
+        def ours(e):
+            return reduce(lossfn.ntxent)(e, e, positives, own, temperature=temperature)  # the keys shared by its layout
+
+        assert_close(ours(mx.array(embeddings)), np.asarray(theirs(jnp.asarray(embeddings))), rtol=1e-5)
+        assert_close(mx.grad(ours)(mx.array(embeddings)), np.asarray(jax.grad(theirs)(jnp.asarray(embeddings))), rtol=1e-5, atol=1e-6)
+
+
+def test_ranking_softmax_loss_matches_optax_with_padded_lists():
+    r = r_("ranking")
+    scores, relevance = normal(r, 6, 9), r.integers(0, 3, size=(6, 9)).astype(np.float32)
+    valid = r.uniform(size=(6, 9)) < 0.7
+    valid[2] = False  # a list of padding only: skipped by the mean
+    args = [mx.array(scores), mx.array(relevance), mx.array(valid)]
+    assert_close(reduce(lossfn.ranking_softmax_loss)(*args),
+                 np.asarray(optax.losses.ranking_softmax_loss(jnp.asarray(scores), jnp.asarray(relevance), where=jnp.asarray(valid))), rtol=1e-5)
+    per_list = np.asarray(optax.losses.ranking_softmax_loss(jnp.asarray(scores), jnp.asarray(relevance), where=jnp.asarray(valid), reduce_fn=None))
+    assert_close(reduce(lossfn.ranking_softmax_loss, "none")(*args), np.where(valid.any(-1), per_list, 0), rtol=1e-5, atol=1e-6)
+    ours = mx.grad(lambda s: reduce(lossfn.ranking_softmax_loss)(s, *args[1:]))(args[0])
+    theirs = jax.grad(lambda s: optax.losses.ranking_softmax_loss(s, jnp.asarray(relevance), where=jnp.asarray(valid)))(jnp.asarray(scores))
+    assert np.isfinite(np.asarray(ours)).all()
+    assert_close(ours, np.nan_to_num(np.asarray(theirs)), rtol=1e-5, atol=1e-6)
+
+
+def test_dice_of_an_all_background_target():
+    """A class absent from the target costs 1 - s / (alpha P + s): 0 for an empty prediction."""
+    probs = np.zeros((2, 4, 4), np.float32)
+    probs[0] = 1.0  # every pixel predicted as class 0, which the target has
+    target = probs.copy()
+    loss = lossfn.dice_loss(mx.array(probs), mx.array(target), apply_softmax=False, smooth=1.0)
+    assert float(loss) == 0.0  # class 1: empty prediction, empty target
+    wrong = lossfn.dice_loss(mx.array(probs[::-1].copy()), mx.array(target), apply_softmax=False, smooth=1.0)
+    # class 0: I = 0, P = 0, T = 16 -> 1 - 1 / (0.5 * 16 + 1); class 1: P = 16, T = 0 -> the same
+    np.testing.assert_allclose(float(wrong), 1 - 1 / 9, rtol=1e-6)

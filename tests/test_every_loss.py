@@ -24,6 +24,7 @@ import lossfn
 import lossfn.functional as F
 import lossfn.nn as LN
 from transforms import Weighted, ignore_index, smooth_labels, weighted
+from transforms._precision import in_float32
 
 B, C, D = 64, 5, 6
 
@@ -155,6 +156,20 @@ CASES: dict[str, Case] = {
     "generalized_kl_divergence": Case(lossfn.generalized_kl_divergence, lambda r: [normal(r, C), r.uniform(0, 2, size=(B, C)).astype(np.float32)]),
     "convex_kl_divergence": Case(lossfn.convex_kl_divergence, lambda r: [normal(r, C), r.uniform(0, 2, size=(B, C)).astype(np.float32)]),
     "cosine_similarity": Case(lossfn.cosine_similarity, lambda r: [normal(r, D), normal(r, D)]),
+    # sparsemax is a projection, not a loss: a weighted sum of it, computed in float32 as a loss is
+    "sparsemax": Case(in_float32(lambda x, t: lossfn.sparsemax(x) * t), lambda r: [normal(r, C), normal(r, C)]),
+    "multiclass_sparsemax_loss": Case(lossfn.multiclass_sparsemax_loss, lambda r: [normal(r, C), labels(r)]),
+    "sparsemax_loss": Case(lossfn.sparsemax_loss, lambda r: [normal(r, D), (r.uniform(size=(B, D)) < 0.5).astype(np.float32)]),
+    "ranking_softmax_loss": Case(
+        lossfn.ranking_softmax_loss, lambda r: [normal(r, C), r.integers(0, 3, size=(B, C)).astype(np.float32), r.uniform(size=(B, C)) < 0.8]
+    ),
+    "dice_loss": Case(lossfn.dice_loss, lambda r: [normal(r, 3, 4, 4), r.uniform(size=(B, 3, 4, 4)).astype(np.float32)]),
+    "binary_dice_loss": Case(lossfn.binary_dice_loss, lambda r: [normal(r, 4, 4), (r.uniform(size=(B, 4, 4)) < 0.4).astype(np.float32)]),
+    "ntxent": Case(
+        lambda q, p, o, keys: lossfn.ntxent(q, keys, p, o, temperature=0.2),
+        lambda r: [normal(r, D), r.integers(0, 9, size=B).astype(np.int32), np.full(B, -1, np.int32), r.normal(size=(9, D)).astype(np.float32)],
+        shared=1,
+    ),
     "cosine_distance": Case(functools.partial(lossfn.cosine_distance, epsilon=1e-6), lambda r: [normal(r, D), normal(r, D)]),
 }
 
