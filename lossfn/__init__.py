@@ -44,6 +44,7 @@ from ._regression import mse_loss as mse_loss
 from ._regression import smooth_l1_loss as smooth_l1_loss
 from ._segmentation import binary_dice_loss as binary_dice_loss
 from ._segmentation import dice_loss as dice_loss
+from ._segmentation import generalized_dice_loss as generalized_dice_loss
 from ._sequence import ctc_loss as ctc_loss
 from ._sparsemax import multiclass_sparsemax_loss as multiclass_sparsemax_loss
 from ._sparsemax import sparsemax as sparsemax
@@ -58,6 +59,7 @@ BEYOND_TORCH = (
     "cosine_distance",
     "cosine_similarity",
     "dice_loss",
+    "generalized_dice_loss",
     "generalized_kl_divergence",
     "log_cosh",
     "multiclass_hinge_loss",
@@ -84,6 +86,7 @@ __all__ = [
     "ctc_loss",
     "dice_loss",
     "gaussian_nll_loss",
+    "generalized_dice_loss",
     "generalized_kl_divergence",
     "hinge_embedding_loss",
     "huber_loss",

@@ -16,12 +16,13 @@ def _spatial_sums(x: mx.array) -> mx.array:
     return accurate_sum(x.reshape(*x.shape[: x.ndim - 2], x.shape[-2] * x.shape[-1]), axis=-1) if x.ndim >= 2 else x
 
 
-def _dice(probs: mx.array, target: mx.array, smooth: Scalar, alpha: Scalar, beta: Scalar) -> mx.array:
-    """The loss of probabilities ``(..., C, H, W)``: the mean over classes of ``1 - coefficient``."""
+def _dice(probs: mx.array, target: mx.array, smooth: Scalar, alpha: Scalar, beta: Scalar, weights: mx.array | None = None) -> mx.array:
+    """The loss of probabilities ``(..., C, H, W)``: the mean over classes of ``1 - coefficient``, weighted by ``weights`` ``(..., C)``."""
     intersection = _spatial_sums(probs * target)
     predicted, actual = _spatial_sums(probs), _spatial_sums(target)
     denominator = intersection + alpha * (predicted - intersection) + beta * (actual - intersection) + smooth
-    return mx.mean(1 - (intersection + smooth) / denominator, axis=-1)
+    loss = 1 - (intersection + smooth) / denominator
+    return mx.mean(loss if weights is None else weights * loss, axis=-1)
 
 
 @per_example(input="(C, H, W)", target="(C, H, W)")
@@ -50,3 +51,20 @@ def binary_dice_loss(input: mx.array, target: mx.array, *, smooth: Scalar = 1.0,
     :math:`1 - s / (P / 2 + s)`."""
     probs = mx.sigmoid(input) if apply_sigmoid else input
     return _dice(probs[..., None, :, :], target[..., None, :, :], smooth, 0.5, 0.5)
+
+
+@per_example(input="(C, H, W)", target="(C, H, W)")
+def generalized_dice_loss(input: mx.array, target: mx.array, *, smooth: Scalar = 1.0, apply_softmax: bool = True) -> mx.array:
+    r"""Generalized Dice loss of one image (Sudre et al. 2017; optax's ``multiclass_generalized_dice_loss`` on one image):
+
+    .. math:: \ell = \frac{1}{C} \sum_c w_c (1 - d_c),\quad w_c = C \frac{1 / (T_c^2 + 10^{-7})}{\sum_k 1 / (T_k^2 + 10^{-7})}
+
+    with :math:`d_c` the Dice coefficient of class :math:`c` (:func:`dice_loss`) and :math:`T_c`
+    the class's area in the target: rare classes weigh more. optax takes the areas over its whole
+    batch; a per-example loss takes them over its image, so ``reduce`` of it equals optax's loss
+    of each image alone (tested), not of the batch.
+    """
+    probs = mx.softmax(input, axis=-3) if apply_softmax else input
+    inverse = 1 / (mx.square(_spatial_sums(target)) + 1e-7)
+    weights = inverse / mx.sum(inverse, axis=-1, keepdims=True) * target.shape[-3]
+    return _dice(probs, target, smooth, 0.5, 0.5, weights)

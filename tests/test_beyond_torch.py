@@ -136,6 +136,12 @@ CASES = {
                    np.moveaxis(r.dirichlet(np.ones(C), size=(4, 6, 5)), -1, 1).astype(np.float32).copy()],
         (0, 1),
     ),
+    "generalized_dice_loss, each image alone": (
+        lossfn.generalized_dice_loss,
+        lambda x, t: jax.vmap(lambda x, t: optax.losses.multiclass_generalized_dice_loss(x[None], t[None]))(jnp.moveaxis(x, 1, -1), jnp.moveaxis(t, 1, -1)),
+        lambda r: [normal(r, 4, C, 6, 5), np.moveaxis(one_hot(r.integers(0, C, size=(4, 6, 5))), -1, 1).copy()],
+        (0,),
+    ),
     "binary_dice_loss": (
         lossfn.binary_dice_loss,
         optax.losses.binary_dice_loss,

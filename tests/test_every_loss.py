@@ -164,6 +164,7 @@ CASES: dict[str, Case] = {
         lossfn.ranking_softmax_loss, lambda r: [normal(r, C), r.integers(0, 3, size=(B, C)).astype(np.float32), r.uniform(size=(B, C)) < 0.8]
     ),
     "dice_loss": Case(lossfn.dice_loss, lambda r: [normal(r, 3, 4, 4), r.uniform(size=(B, 3, 4, 4)).astype(np.float32)]),
+    "generalized_dice_loss": Case(lossfn.generalized_dice_loss, lambda r: [normal(r, 3, 4, 4), r.uniform(size=(B, 3, 4, 4)).astype(np.float32)]),
     "binary_dice_loss": Case(lossfn.binary_dice_loss, lambda r: [normal(r, 4, 4), (r.uniform(size=(B, 4, 4)) < 0.4).astype(np.float32)]),
     "ntxent": Case(
         lambda q, p, o, keys: lossfn.ntxent(q, keys, p, o, temperature=0.2),
