@@ -10,7 +10,7 @@ from transforms._batching import Layout
 from transforms._classes import nan_unless, take_class
 
 from ._classification import cross_entropy
-from ._embedding import cosine_similarity
+from ._embedding import unit
 from ._example import per_example
 
 Scalar = float | mx.array
@@ -38,7 +38,8 @@ def ntxent(query: mx.array, keys: mx.array, positive: mx.array | int, own: mx.ar
     norms below at float32's epsilon, as optax does.
     """
     eps = mx.finfo(mx.float32).eps
-    logits = cosine_similarity.__wrapped__(query[..., None, :], keys, epsilon=eps) / temperature
+    # cosine_similarity of the query with every key, as one product of unit vectors
+    logits = (unit(query, eps) @ mx.swapaxes(unit(keys, eps), -1, -2)) / temperature
     own = mx.array(own)
     logits = mx.where(mx.arange(keys.shape[-2]) == own[..., None], -mx.inf, logits)
     _, valid = take_class(logits, positive)

@@ -216,9 +216,12 @@ def cosine_similarity(input1: mx.array, input2: mx.array, *, epsilon: Scalar = 0
 
     ``epsilon`` bounds the squared norms below (a zero vector then has similarity 0, not ``nan``).
     """
-    unit1 = input1 / mx.sqrt(mx.maximum(mx.sum(mx.square(input1), axis=-1, keepdims=True), epsilon))
-    unit2 = input2 / mx.sqrt(mx.maximum(mx.sum(mx.square(input2), axis=-1, keepdims=True), epsilon))
-    return mx.sum(unit1 * unit2, axis=-1)
+    return mx.sum(unit(input1, epsilon) * unit(input2, epsilon), axis=-1)
+
+
+def unit(x: mx.array, epsilon: Scalar = 0.0) -> mx.array:
+    r""":math:`x / \sqrt{\max(\lVert x \rVert^2, \epsilon)}` over the last axis: :func:`cosine_similarity`'s normalisation."""
+    return x / mx.sqrt(mx.maximum(mx.sum(mx.square(x), axis=-1, keepdims=True), epsilon))
 
 
 @per_example(input1="(D,)", input2="(D,)")
