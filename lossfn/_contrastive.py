@@ -29,9 +29,8 @@ def ntxent(query: mx.array, keys: mx.array, positive: mx.array | int, own: mx.ar
 
     with ``positive`` :math:`p` the index of its positive key and ``own`` :math:`o` the query's
     own row among the keys (left out; -1: none). Why this shape: the loss of one example depends
-    on the whole batch of embeddings, so the batch enters as shared *keys* (``in_axes`` None, as
-    ``reduce(ntxent)(embeddings, embeddings, positives, arange(N))``, the keys shared by its
-    layout),
+    on the whole batch of embeddings, so the batch enters as shared *keys* (``in_axes`` None,
+    declared by its layout: ``reduce(ntxent)(embeddings, embeddings, positives, arange(N))``),
     and what belongs to the example, its query, positive and own index, stays per example: every
     transform, per-example gradients and masks apply to the queries. With one positive per
     query, the mean of ``reduce`` is optax's ``ntxent`` (tested). The cosine bounds the squared

@@ -13,7 +13,7 @@ Scalar = float | mx.array
 
 def _spatial_sums(x: mx.array) -> mx.array:
     """Sums over every axis after the class axis: ``(..., C, H, W)`` -> ``(..., C)``."""
-    return accurate_sum(x.reshape(*x.shape[: x.ndim - 2], x.shape[-2] * x.shape[-1]), axis=-1) if x.ndim >= 2 else x
+    return accurate_sum(x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1]), axis=-1)
 
 
 def _dice(probs: mx.array, target: mx.array, smooth: Scalar, alpha: Scalar, beta: Scalar, weights: mx.array | None = None) -> mx.array:
