@@ -45,6 +45,8 @@ from ._regression import smooth_l1_loss as smooth_l1_loss
 from ._segmentation import binary_dice_loss as binary_dice_loss
 from ._segmentation import dice_loss as dice_loss
 from ._segmentation import generalized_dice_loss as generalized_dice_loss
+from ._sequence import ctc_forced_alignment as ctc_forced_alignment
+from ._sequence import ctc_forward_probabilities as ctc_forward_probabilities
 from ._sequence import ctc_loss as ctc_loss
 from ._sparsemax import multiclass_sparsemax_loss as multiclass_sparsemax_loss
 from ._sparsemax import sparsemax as sparsemax
@@ -58,6 +60,8 @@ BEYOND_TORCH = (
     "convex_kl_divergence",
     "cosine_distance",
     "cosine_similarity",
+    "ctc_forced_alignment",
+    "ctc_forward_probabilities",
     "dice_loss",
     "generalized_dice_loss",
     "generalized_kl_divergence",
@@ -83,6 +87,8 @@ __all__ = [
     "cosine_embedding_loss",
     "cosine_similarity",
     "cross_entropy",
+    "ctc_forced_alignment",
+    "ctc_forward_probabilities",
     "ctc_loss",
     "dice_loss",
     "gaussian_nll_loss",

@@ -386,3 +386,70 @@ def ctc_batch(
     core = _CORE[bool(zero_infinity)]
     loss = core(log_probs.astype(mx.float32), labels, il, tl, blank)[0]
     return nan_unless(valid, loss).astype(log_probs.dtype)
+
+
+# --- the forward probabilities and the best path (optax's; Viterbi) ---------------------------
+
+
+def _frozen(alpha: Array, input_lengths: Array) -> Array:
+    """``alpha`` ``(T, N, W)`` with every frame at or after an example's length holding its last frame's."""
+    T = alpha.shape[0]
+    frame = mx.minimum(mx.arange(T)[:, None], mx.maximum(input_lengths, 1)[None, :] - 1)  # (T, N)
+    return mx.take_along_axis(alpha, frame[..., None], axis=0)
+
+
+def forward_probabilities(log_probs: Array, labels: Array, input_lengths: Array, target_lengths: Array, blank: Array) -> tuple[Array, Array, Array]:
+    """``(loss (N,), log alpha of the blank states (T, N, S + 1), of the label states (T, N, S))``.
+
+    optax's ``ctc_loss_with_forward_probs`` layout: alpha after each frame, frames past an
+    example's length holding its last one, and at the last frame the blank states absorb the
+    label before them (``B_k <- lse(B_k, A_{k-1})``), whose entry at the target length is then
+    ``log p``. Impossible states are ``NEG`` (optax: sums of ``log_epsilon = -1e5``); an
+    impossible target's loss is ``inf``, as :func:`ctc_loss`'s.
+    """
+    labels = labels.astype(mx.int32)
+    blank_emit, label_emit = _emissions(mx.maximum(log_probs, NEG), labels, blank)
+    alpha_blank, alpha_label = _alphas(blank_emit, label_emit, labels, _alpha_compiled)
+    alpha_blank = _frozen(alpha_blank[1:], input_lengths)
+    alpha_label = _frozen(alpha_label[1:, :, :-1], input_lengths)
+    last = mx.concatenate([alpha_blank[-1, :, :1], _lse(alpha_blank[-1, :, 1:], alpha_label[-1])], axis=-1)
+    alpha_blank = mx.concatenate([alpha_blank[:-1], last[None]], axis=0)
+    log_likelihood = mx.take_along_axis(last, target_lengths[:, None].astype(mx.int32), axis=1)[:, 0]
+    return mx.where(log_likelihood > IMPOSSIBLE, -log_likelihood, mx.inf), alpha_blank, alpha_label
+
+
+def best_path(log_probs: Array, labels: Array, input_lengths: Array, target_lengths: Array, blank: Array) -> Array:
+    """The most probable alignment (Viterbi) of each example: its state per frame ``(N, T)``, ``-1`` past its length.
+
+    States are numbered in the extended sequence: ``2k`` the blank after ``k`` labels, ``2k + 1``
+    the ``k``-th label (0-based). The recursion is alpha's with ``max`` for ``lse``; the path is
+    read back from the last frame, each frame's predecessor the best of those allowed. Ties go
+    to the lowest state (the blank before the label, then the label itself). An impossible
+    target gives ``-1`` everywhere.
+    """
+    labels = labels.astype(mx.int32)
+    T, N = log_probs.shape[0], log_probs.shape[1]
+    blank_emit, label_emit = _emissions(mx.maximum(log_probs, NEG), labels, blank)
+    viterbi = functools.partial(_alpha_step, lse=mx.maximum)
+    alpha_blank, alpha_label = _alphas(blank_emit, label_emit, labels, viterbi)
+    mx.eval(alpha_blank, alpha_label)
+    blank_scores, label_scores = np.asarray(alpha_blank[1:]), np.asarray(alpha_label[1:])  # (T, N, S + 1)
+    skips = np.asarray(labels[:, 1:] != labels[:, :-1])
+    lengths, tls = np.asarray(input_lengths), np.asarray(target_lengths)
+    states = np.full((N, T), -1, np.int32)
+    for n in range(N):
+        il, tl = int(lengths[n]), int(tls[n])
+        if il == 0:
+            continue
+        scores = np.stack([blank_scores[:, n, : tl + 1], np.concatenate([label_scores[:, n, :tl], np.full((T, 1), NEG)], axis=1)], axis=-1)
+        score = scores.reshape(T, -1)[:, : 2 * tl + 1]  # (T, 2 tl + 1): state 2k blank, 2k + 1 label
+        end = max([2 * tl - 1, 2 * tl] if tl else [0], key=lambda a: (score[il - 1, a], -a))
+        if score[il - 1, end] <= IMPOSSIBLE:
+            continue
+        states[n, il - 1] = end
+        for t in range(il - 1, 0, -1):
+            s = states[n, t]
+            allowed = [s - 1, s] if s % 2 == 0 else [s - 1, s] + ([s - 2] if s >= 3 and skips[n, (s - 1) // 2 - 1] else [])
+            allowed = [a for a in allowed if a >= 0]
+            states[n, t - 1] = max(allowed, key=lambda a: (score[t - 1, a], -a))
+    return mx.array(states)

@@ -19,6 +19,7 @@ import pytest
 from oracle import assert_close, rng
 
 import lossfn
+from transforms import batched as T_batched
 from transforms import reduce
 
 jax.config.update("jax_platforms", "cpu")
@@ -274,3 +275,79 @@ def test_dice_of_an_all_background_target():
     wrong = lossfn.dice_loss(mx.array(probs[::-1].copy()), mx.array(target), apply_softmax=False, smooth=1.0)
     # class 0: I = 0, P = 0, T = 16 -> 1 - 1 / (0.5 * 16 + 1); class 1: P = 16, T = 0 -> the same
     np.testing.assert_allclose(float(wrong), 1 - 1 / 9, rtol=1e-6)
+
+
+def ctc_batch(key, n=5, frames=12, classes=6, length=4):
+    r = r_(key)
+    logits = normal(r, n, frames, classes, scale=2)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    labels = r.integers(1, classes, size=(n, length)).astype(np.int32)
+    labels[0, 1] = labels[0, 2]  # a repeated label needs a blank between
+    labels[4, :3] = 2  # three repeats need 5 frames: impossible in 3
+    input_lengths = np.array([frames, frames - 2, 8, frames, 3])[:n]
+    target_lengths = np.array([length, 3, 2, 0, 3])[:n]
+    return logits, log_probs, labels, input_lengths, target_lengths
+
+
+def test_ctc_forward_probabilities_equal_optaxs():
+    logits, log_probs, labels, il, tl = ctc_batch("forward")
+    frames, length = logits.shape[1], labels.shape[1]
+    pads = (np.arange(frames)[None] >= il[:, None]).astype(np.float32), (np.arange(length)[None] >= tl[:, None]).astype(np.float32)
+    loss, phi, emit = optax.losses.ctc_loss_with_forward_probs(*map(jnp.asarray, (logits, pads[0], labels, pads[1])))
+    ours = T_batched(lossfn.ctc_forward_probabilities)(*map(mx.array, (log_probs, labels, il, tl)))
+    finite = np.asarray(loss) < 1e4
+    assert not finite[-1]  # the impossible target: optax's sum of log_epsilon, ours inf
+    assert_close(np.asarray(ours[0])[finite], np.asarray(loss)[finite], rtol=1e-5)
+    assert_close(ours[0], reduce(lossfn.ctc_loss, "none")(*map(mx.array, (log_probs, labels, il, tl))), rtol=1e-6)
+    for theirs, mine, extra in [(phi, ours[1], 1), (emit, ours[2], 0)]:
+        theirs, mine = np.moveaxis(np.asarray(theirs), 0, 1), np.asarray(mine)
+        for n in range(len(il)):
+            a, b = theirs[n, :, : tl[n] + extra], mine[n, :, : tl[n] + extra]
+            reachable = a > -1e4
+            np.testing.assert_allclose(b[reachable], a[reachable], rtol=1e-5, atol=1e-5)
+            assert (b[~reachable] < -1e4).all()
+
+
+def viterbi_numpy(log_probs, labels, length, frames, blank=0):
+    """A plain dynamic program over the blank-extended target: the best path's states, or None."""
+    extended = [blank]
+    for k in range(length):
+        extended += [labels[k], blank]
+    S = len(extended)
+    score = np.full((frames, S), -np.inf)
+    back = np.zeros((frames, S), int)
+    score[0, 0] = log_probs[0, blank]
+    if S > 1:
+        score[0, 1] = log_probs[0, extended[1]]
+    for t in range(1, frames):
+        for s in range(S):
+            options = [s - 1, s] + ([s - 2] if s % 2 == 1 and s >= 3 and extended[s] != extended[s - 2] else [])
+            options = [o for o in options if o >= 0]
+            best = max(options, key=lambda o: (score[t - 1, o], -o))
+            score[t, s], back[t, s] = score[t - 1, best] + log_probs[t, extended[s]], best
+    ends = [S - 1] + ([S - 2] if S > 1 else [])
+    end = max(ends, key=lambda o: (score[frames - 1, o], -o))
+    if not np.isfinite(score[frames - 1, end]):
+        return None
+    path = [end]
+    for t in range(frames - 1, 0, -1):
+        path.append(back[t, path[-1]])
+    return path[::-1]
+
+
+def test_ctc_forced_alignment_equals_a_numpy_dynamic_program():
+    _, log_probs, labels, il, tl = ctc_batch("viterbi")
+    states, frame_labels, starts, ends = (np.asarray(x) for x in T_batched(lossfn.ctc_forced_alignment)(*map(mx.array, (log_probs, labels, il, tl))))
+    for n in range(len(il)):
+        expected = viterbi_numpy(log_probs[n], labels[n], tl[n], il[n])
+        if expected is None:
+            assert (states[n] == -1).all() and (starts[n] == -1).all()
+            continue
+        np.testing.assert_array_equal(states[n, : il[n]], expected)
+        assert (states[n, il[n] :] == -1).all()
+        segments = [i for i in range(il[n]) if i == 0 or states[n, i] != states[n, i - 1]]  # merge repeats
+        assert [int(frame_labels[n, i]) for i in segments if states[n, i] % 2 == 1] == list(labels[n, : tl[n]])
+        for k in range(tl[n]):
+            segment = np.flatnonzero(states[n] == 2 * k + 1)
+            assert (starts[n, k], ends[n, k]) == (segment[0], segment[-1] + 1)
+        assert (starts[n, tl[n] :] == -1).all()
