@@ -1,6 +1,6 @@
 """Time the losses beyond PyTorch's catalogue against optax 0.2.8 (JAX's CPU backend, jit).
 
-Run ``python benchmarks/bench_beyond.py`` (``--repeats N``). For each loss, the 'mean' over a
+Run ``python benchmarks/bench_beyond.py`` (``--repeats N``), or ``python benchmarks/bench_losses.py --beyond``. For each loss, the 'mean' over a
 batch: ours ``mx.compile(transforms.reduce(f))``, optax's ``jax.jit`` of its batch function and
 ``jnp.mean``; forward (evaluated) and forward+backward (value and gradient with respect to the
 first input). Ratios are ours / optax, medians of per-round ratios, interleaved in one run.
@@ -93,10 +93,10 @@ def optax_calls(loss, arrays):
     return (lambda: jax.block_until_ready(mean(*args))), (lambda: jax.block_until_ready(step(*args)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"mlx {mx.__version__}, jax {jax.__version__}, optax {optax.__version__} on {cpu_name()}, {os.cpu_count()} CPUs\n")
     print("| case | ours fwd ms | optax fwd ms | fwd ours/optax | ours fwd+bwd ms | optax fwd+bwd ms | fwd+bwd ours/optax |")
     print("|---|---|---|---|---|---|---|")

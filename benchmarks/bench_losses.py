@@ -739,7 +739,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--no-sum", action="store_true", help="skip the accurate_sum benchmark"
     )
+    parser.add_argument(
+        "--beyond", action="store_true", help="only the losses beyond PyTorch's, against optax (bench_beyond.py)"
+    )
     args = parser.parse_args(argv)
+    if args.beyond:
+        import bench_beyond
+
+        bench_beyond.main(["--repeats", str(args.repeats)])
+        return
     scale = 16 if args.quick else 1
     print(environment())
     print(
