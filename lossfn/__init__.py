@@ -15,6 +15,7 @@ from ._classification import linear_cross_entropy as linear_cross_entropy
 from ._classification import nll_loss as nll_loss
 from ._classification import poly1_cross_entropy as poly1_cross_entropy
 from ._classification import sigmoid_focal_loss as sigmoid_focal_loss
+from ._contrastive import info_nce as info_nce
 from ._contrastive import ntxent as ntxent
 from ._embedding import cosine_distance as cosine_distance
 from ._embedding import cosine_embedding_loss as cosine_embedding_loss
@@ -65,6 +66,7 @@ BEYOND_TORCH = (
     "dice_loss",
     "generalized_dice_loss",
     "generalized_kl_divergence",
+    "info_nce",
     "log_cosh",
     "multiclass_hinge_loss",
     "multiclass_perceptron_loss",
@@ -96,6 +98,7 @@ __all__ = [
     "generalized_kl_divergence",
     "hinge_embedding_loss",
     "huber_loss",
+    "info_nce",
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",

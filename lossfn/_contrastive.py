@@ -43,3 +43,6 @@ def ntxent(query: mx.array, keys: mx.array, positive: mx.array | int, own: mx.ar
     logits = mx.where(mx.arange(keys.shape[-2]) == own[..., None], -mx.inf, logits)
     _, valid = take_class(logits, positive)
     return nan_unless(valid & (positive != own), cross_entropy.__wrapped__(logits, positive))
+
+
+info_nce = ntxent  # the same loss under its other name (van den Oord et al. 2018)

@@ -351,3 +351,22 @@ def test_ctc_forced_alignment_equals_a_numpy_dynamic_program():
             segment = np.flatnonzero(states[n] == 2 * k + 1)
             assert (starts[n, k], ends[n, k]) == (segment[0], segment[-1] + 1)
         assert (starts[n, tl[n] :] == -1).all()
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_sigmoid_focal_loss_module_is_torchvisions_function(reduction):
+    """torchvision.ops.sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction='none'): its formula is optax's."""
+    import inspect
+
+    import lossfn.nn as LN
+
+    assert [(p.name, p.default) for p in inspect.signature(LN.SigmoidFocalLoss.__init__).parameters.values()][1:] == [
+        ("alpha", 0.25), ("gamma", 2.0), ("reduction", "none")
+    ]
+    r = r_(("module", reduction))
+    x, y = normal(r, 3, 4, 5, scale=3), (r.uniform(size=(3, 4, 5)) < 0.4).astype(np.float32)
+    theirs = optax.losses.sigmoid_focal_loss(jnp.asarray(x), jnp.asarray(y), alpha=0.3, gamma=1.5)
+    theirs = {"none": theirs, "mean": jnp.mean(theirs), "sum": jnp.sum(theirs)}[reduction]
+    assert_close(LN.SigmoidFocalLoss(alpha=0.3, gamma=1.5, reduction=reduction)(mx.array(x), mx.array(y)), np.asarray(theirs), rtol=1e-5)
+    with pytest.raises(ValueError):
+        LN.SigmoidFocalLoss()(mx.array(x), mx.array(y[0]))

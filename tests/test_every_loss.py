@@ -58,6 +58,12 @@ def log_probs(r):
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+def positive_and_own(r, keys):
+    """Each query's positive key and its own row among the keys, never the same."""
+    positive = r.integers(0, keys, size=B)
+    return positive.astype(np.int32), ((positive + r.integers(1, keys, size=B)) % keys).astype(np.int32)
+
+
 def cosine_distance(x1, x2):
     return 1 - mx.sum(x1 * x2) / mx.sqrt(mx.sum(x1 * x1) * mx.sum(x2 * x2))
 
@@ -172,6 +178,11 @@ CASES: dict[str, Case] = {
         shared=1,
     ),
     "ctc_forward_probabilities": Case(lambda *a: lossfn.ctc_forward_probabilities(*a)[0], ctc_inputs),
+    "info_nce": Case(
+        lambda q, p, o, keys: lossfn.info_nce(q, keys, p, o, temperature=0.5),
+        lambda r: [normal(r, D), *positive_and_own(r, 9), r.normal(size=(9, D)).astype(np.float32)],
+        shared=1,
+    ),
     "cosine_distance": Case(functools.partial(lossfn.cosine_distance, epsilon=1e-6), lambda r: [normal(r, D), normal(r, D)]),
 }
 
@@ -220,7 +231,7 @@ def test_compiled_equals_eager(name):
 
 
 FUNCTIONAL = sorted(name for name in dir(F) if not name.startswith("_") and callable(getattr(F, name)))
-MODULES = sorted(name for name in dir(LN) if name.endswith("Loss") and not name.startswith("_"))
+MODULES = sorted(name for name in dir(LN) if name.endswith("Loss") and not name.startswith("_") and name not in LN.BEYOND_TORCH)
 
 
 def parameters(fn):

@@ -15,6 +15,7 @@ from ._embedding import HingeEmbeddingLoss as HingeEmbeddingLoss
 from ._embedding import MarginRankingLoss as MarginRankingLoss
 from ._embedding import TripletMarginLoss as TripletMarginLoss
 from ._embedding import TripletMarginWithDistanceLoss as TripletMarginWithDistanceLoss
+from ._focal import SigmoidFocalLoss as SigmoidFocalLoss
 from ._linear import LinearCrossEntropyLoss as LinearCrossEntropyLoss
 from ._linear import LinearCrossEntropyOptions as LinearCrossEntropyOptions
 from ._margin import MultiMarginLoss as MultiMarginLoss
@@ -29,3 +30,6 @@ from ._regression import L1Loss as L1Loss
 from ._regression import MSELoss as MSELoss
 from ._regression import SmoothL1Loss as SmoothL1Loss
 from ._sequence import CTCLoss as CTCLoss
+
+# Modules beyond torch.nn (a PyTorch-ecosystem counterpart: torchvision.ops.sigmoid_focal_loss).
+BEYOND_TORCH = ("SigmoidFocalLoss",)
