@@ -68,6 +68,30 @@ CASES = {
         lossfn.dice_loss, lambda x, t: optax.losses.dice_loss(jnp.moveaxis(x, 1, -1), jnp.moveaxis(t, 1, -1)),
         [r.normal(size=(16, 8, 64, 64)).astype(np.float32), np.moveaxis(one_hot(r.integers(0, 8, size=(16, 64, 64)), 8), -1, 1).copy()],
     ),
+    "multiclass_perceptron_loss (4096, 100)": (
+        lossfn.multiclass_perceptron_loss, optax.losses.multiclass_perceptron_loss, [r.normal(size=(N, C)).astype(np.float32), labels.astype(np.int32)],
+    ),
+    "perceptron_loss (4096, 256)": (
+        lossfn.perceptron_loss, optax.losses.perceptron_loss,
+        [r.normal(size=(N, D)).astype(np.float32), np.where(r.uniform(size=(N, D)) < 0.5, -1.0, 1.0).astype(np.float32)],
+    ),
+    "sparsemax_loss (4096, 256)": (
+        lossfn.sparsemax_loss, optax.losses.sparsemax_loss,
+        [r.normal(size=(N, D)).astype(np.float32), (r.uniform(size=(N, D)) < 0.5).astype(np.float32)],
+    ),
+    "sparsemax (4096, 100)": (lossfn.sparsemax, jax.vmap(optax.projections.projection_simplex), [r.normal(size=(N, C)).astype(np.float32)]),
+    "cosine_similarity (4096, 256)": (
+        lossfn.cosine_similarity, optax.losses.cosine_similarity, [r.normal(size=(N, D)).astype(np.float32), r.normal(size=(N, D)).astype(np.float32)],
+    ),
+    "binary_dice_loss (16, 64, 64)": (
+        lossfn.binary_dice_loss, optax.losses.binary_dice_loss,
+        [r.normal(size=(16, 64, 64)).astype(np.float32), (r.uniform(size=(16, 64, 64)) < 0.3).astype(np.float32)],
+    ),
+    "generalized_dice_loss (16, 8, 64, 64)": (
+        lossfn.generalized_dice_loss,
+        lambda x, t: jax.vmap(lambda x, t: optax.losses.multiclass_generalized_dice_loss(x[None], t[None]))(jnp.moveaxis(x, 1, -1), jnp.moveaxis(t, 1, -1)),
+        [r.normal(size=(16, 8, 64, 64)).astype(np.float32), np.moveaxis(one_hot(r.integers(0, 8, size=(16, 64, 64)), 8), -1, 1).copy()],
+    ),
     "ntxent (512, 128)": (
         None, lambda e, y: optax.losses.ntxent(e, y), [r.normal(size=(512, 128)).astype(np.float32), pairs.astype(np.int32)],
     ),
