@@ -1,4 +1,4 @@
-"""Embedding and ranking losses of one example: cosine embedding, triplet margin, margin ranking, hinge embedding.
+"""Embedding and ranking losses of one example: cosine embedding, triplet margin, margin ranking, hinge embedding; cosine similarity and distance.
 
 Vector losses take one example's embeddings ``(D,)`` and return a scalar; the ranking and
 hinge embedding losses are element-wise.

@@ -1,4 +1,4 @@
-"""Margin losses of one example: the multi-class hinge (multi-margin) and the soft margin."""
+"""Margin losses of one example: the multi-class hinge (multi-margin) and the soft margin; optax's hinge and perceptron losses."""
 
 from __future__ import annotations
 

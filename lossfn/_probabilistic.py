@@ -1,4 +1,4 @@
-"""Probabilistic losses of one example, element-wise: KL divergence, Poisson and Gaussian NLL.
+"""Probabilistic losses of one example, element-wise: KL divergence, Poisson and Gaussian NLL (and the generalized KL of ``(C,)``).
 
 Each returns the element-wise loss, with the (broadcast) shape of ``input``.
 """

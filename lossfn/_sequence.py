@@ -1,4 +1,4 @@
-"""Sequence losses of one example: CTC, the log-likelihood of a target over all its alignments."""
+"""Sequence losses of one example: CTC, the log-likelihood of a target over all its alignments; its forward probabilities and best alignment."""
 
 from __future__ import annotations
 
