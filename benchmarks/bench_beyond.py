@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_linear_ce import cpu_name
+from bench_overhead import cpu_name
 from timing import compare_paired
 
 import lossfn

@@ -98,51 +98,6 @@ def _is_zero(x: float | mx.array) -> bool:
     return isinstance(x, (int, float)) and x == 0
 
 
-def _linear_cross_entropy(
-    h: mx.array,
-    W: mx.array,
-    target: mx.array,
-    b: mx.array | None = None,
-    *,
-    weight: mx.array | None = None,
-    label_smoothing: float | mx.array = 0.0,
-    z_loss: float | mx.array = 0.0,
-    softcap: float | None = None,
-    tile: int | None = None,
-    return_lse: bool = False,
-) -> Any:
-    """The maths of :func:`linear_cross_entropy` over leading axes: ``h`` ``(..., D)``, targets ``(...)`` or ``(..., V)``."""
-    lead, (num_classes, features) = h.shape[:-1], W.shape
-    index = is_index(target)
-    smooth = not _is_zero(label_smoothing)
-    if index:
-        y = target.reshape(-1)
-        scores = (mx.ones(num_classes) if weight is None else weight) if smooth else None
-    else:
-        p = target.reshape(-1, num_classes)
-        p = (1 - label_smoothing) * p + label_smoothing / num_classes if smooth else p
-        scores = p if weight is None else p * weight
-    config = Config(
-        bias=b is not None,
-        target=index,
-        scores="none" if scores is None else ("classes" if scores.ndim == 1 else "tokens"),
-        cap=check_cap(softcap),
-        tile=tile or default_tile(),
-    )
-    inputs = [h.reshape(-1, features), W] + ([b] if b is not None else []) + ([y] if index else [])
-    lse, ce_y, ce_s = core(config)(*inputs, *([] if scores is None else [scores]))
-    if not index:
-        loss = _with_z_loss(ce_s, lse, z_loss)
-        out: Any = loss.reshape(lead)
-    else:
-        w_y = None if weight is None else take_shared(weight, y)
-        hard = ce_y if w_y is None else w_y * ce_y
-        loss = (1 - label_smoothing) * hard + (label_smoothing / num_classes) * ce_s if smooth else hard
-        loss = nan_unless(valid_class(y, num_classes), _with_z_loss(loss, lse, z_loss, w_y)).reshape(lead)
-        out = loss if w_y is None else Weighted(loss, w_y.reshape(lead))
-    return (out, lse.reshape(lead)) if return_lse else out
-
-
 def _classes_of_linear(args: Any) -> int:
     return args[1].shape[0]
 
@@ -152,7 +107,6 @@ def _classes_of_linear(args: Any) -> int:
     W="(V, D)",
     target=("()", "(V,)"),
     b="(V,)",
-    batch_rule=_linear_cross_entropy,
     layout=Layout(target=2, shared=(1, 3), classes=_classes_of_linear, weight="weight", smoothing="label_smoothing", promote=False),
 )
 def linear_cross_entropy(
@@ -184,10 +138,38 @@ def linear_cross_entropy(
     most ``tile`` logits (default 2**18 on the CPU, 2**24 on a GPU), with an online
     log-sum-exp and a backward pass that recomputes each tile (``lossfn._linear_ce``).
     Half-precision ``h`` and ``W`` are computed in float32 a tile at a time. Not meant for
-    small vocabularies, where ``cross_entropy(W @ h + b, y)`` is cheaper.
+    small vocabularies, where ``cross_entropy(W @ h + b, y)`` is cheaper. (Written over leading
+    axes, ``h`` ``(..., D)``: the same code is its batch rule.)
     """
-    return _linear_cross_entropy(h, W, target, b, weight=weight, label_smoothing=label_smoothing, z_loss=z_loss,
-                                 softcap=softcap, tile=tile, return_lse=return_lse)
+    lead, (num_classes, features) = h.shape[:-1], W.shape
+    index = is_index(target)
+    smooth = not _is_zero(label_smoothing)
+    if index:
+        y = target.reshape(-1)
+        scores = (mx.ones(num_classes) if weight is None else weight) if smooth else None
+    else:
+        p = target.reshape(-1, num_classes)
+        p = (1 - label_smoothing) * p + label_smoothing / num_classes if smooth else p
+        scores = p if weight is None else p * weight
+    config = Config(
+        bias=b is not None,
+        target=index,
+        scores="none" if scores is None else ("classes" if scores.ndim == 1 else "tokens"),
+        cap=check_cap(softcap),
+        tile=tile or default_tile(),
+    )
+    inputs = [h.reshape(-1, features), W] + ([b] if b is not None else []) + ([y] if index else [])
+    lse, ce_y, ce_s = core(config)(*inputs, *([] if scores is None else [scores]))
+    if not index:
+        loss = _with_z_loss(ce_s, lse, z_loss)
+        out: Any = loss.reshape(lead)
+    else:
+        w_y = None if weight is None else take_shared(weight, y)
+        hard = ce_y if w_y is None else w_y * ce_y
+        loss = (1 - label_smoothing) * hard + (label_smoothing / num_classes) * ce_s if smooth else hard
+        loss = nan_unless(valid_class(y, num_classes), _with_z_loss(loss, lse, z_loss, w_y)).reshape(lead)
+        out = loss if w_y is None else Weighted(loss, w_y.reshape(lead))
+    return (out, lse.reshape(lead)) if return_lse else out
 
 
 @per_example()

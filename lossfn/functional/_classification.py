@@ -46,6 +46,16 @@ def _check_class_input(input: Array, target: Array, *, allow_probabilities: bool
     return num_classes
 
 
+def check_class_options(weight: Any, num_classes: int, ignore_index: Any, label_smoothing: float) -> tuple[Array | None, int]:
+    """PyTorch's checks of a class loss's options: the class weight (as an array) and the ignore index (an int)."""
+    if weight is not None:
+        weight = C.as_array(weight, "weight")
+        C.check_class_weight(weight, num_classes)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    return weight, C.check_integer_index(ignore_index, "ignore_index")
+
+
 def _class_loss(
     loss: Callable[..., Any],
     input: Any,
@@ -58,12 +68,7 @@ def _class_loss(
 ) -> Array:
     input, target = C.as_array(input, "input"), C.as_array(target, "target")
     num_classes = _check_class_input(input, target, allow_probabilities=allow_probabilities)
-    if weight is not None:
-        weight = C.as_array(weight, "weight")
-        C.check_class_weight(weight, num_classes)
-    ignore_index = C.check_integer_index(ignore_index, "ignore_index")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    weight, ignore_index = check_class_options(weight, num_classes, ignore_index, label_smoothing)
     graph = class_graph(loss, reduction, weight is not None, label_smoothing > 0)
     shared = () if weight is None else (weight,)
     out, ok = run_classwise(graph, input, target, *shared, index=ignore_index, alpha=float(label_smoothing))

@@ -20,7 +20,7 @@ from transforms._precision import result_dtype, upcast
 from .. import _checks as C
 from .._classification import linear_cross_entropy as _linear_cross_entropy
 from .._linear_ce import default_tile
-from ._classification import cross_entropy
+from ._classification import check_class_options, cross_entropy
 from ._graphs import class_graph
 
 Array = mx.array
@@ -171,12 +171,7 @@ def _tiled(
             f"target must have shape {index_shape} (class indices) or {(*index_shape, classes)} (class probabilities) "
             f"for input of shape {C.shape_str(input)} and linear_weight of shape {C.shape_str(W)}; got {C.shape_str(target)}"
         )
-    if weight is not None:
-        weight = C.as_array(weight, "weight")
-        C.check_class_weight(weight, classes)
-    ignore_index = C.check_integer_index(ignore_index, "ignore_index")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    weight, ignore_index = check_class_options(weight, classes, ignore_index, label_smoothing)
     unbatched = input.ndim == 1
     h, y = (input[None], target[None]) if unbatched else (input, target)
     tile = tile_of(options, h.shape[0], h.shape[1], classes)
