@@ -103,8 +103,7 @@ def reduce_values(out: Any, reduction: Reduction, *, group: Any = None) -> Any:
     elif reduction == "batchmean":
         result = batch_mean(value)
     elif isinstance(out, Weighted):
-        weight = out.weight if out.weight.shape == value.shape else out.weight + mx.zeros_like(value)
-        result = _divide_or_nan(total(value), total(weight))
+        result = _divide_or_nan(total(value), total(_weights(out)))
     else:
         result = mean(value)
     return result.astype(value.dtype)
@@ -134,12 +133,17 @@ def _parts(out: Any, reduction: Reduction) -> tuple[mx.array, mx.array]:
     """A batch's numerator and denominator (without gradient): a 'mean' is their ratio."""
     value = value_of(out)
     if reduction == "mean" and isinstance(out, Weighted):
-        count = out.weight if out.weight.shape == value.shape else out.weight + mx.zeros_like(value)
+        count = _weights(out)
     elif reduction == "mean":
         count = mx.ones_like(value)
     else:  # the batch size (its examples); 'sum' divides by nothing
         count = mx.ones(value.shape[:1], value.dtype)
     return total(value), mx.stop_gradient(total(count))
+
+
+def _weights(out: Weighted) -> mx.array:
+    """The weight of each element of ``out.value`` (a per-example weight broadcast over its elements)."""
+    return out.weight if out.weight.shape == out.value.shape else out.weight + mx.zeros_like(out.value)
 
 
 def _global(out: Any, reduction: Reduction, group: Any) -> mx.array:
