@@ -49,6 +49,8 @@ import numpy as np
 
 from transforms._classes import nan_unless
 
+from . import _fastmath as fm
+
 Array = mx.array
 Lse = Callable[[Array, Array], Array]
 
@@ -57,16 +59,6 @@ Lse = Callable[[Array, Array], Array]
 NEG = -1e30
 # A log-likelihood below this is an impossible alignment (possible ones are above -1e20).
 IMPOSSIBLE = NEG / 2
-
-
-def _exp(x: Array) -> Array:
-    """``exp(x)`` for ``-87 < x <= 0``, as ``e ** x``.
-
-    On the CPU ``mx.power`` calls the C library's ``powf``, 2.5x faster than ``mx.exp`` and
-    as accurate (relative error < 3e-6 on [-87, 0], measured). Outside that range ``powf``
-    takes a slow path: callers clamp.
-    """
-    return mx.power(math.e, x)
 
 
 def _lse(a: Array, b: Array) -> Array:
@@ -78,7 +70,7 @@ def _lse(a: Array, b: Array) -> Array:
     clamp changes nothing and keeps ``powf`` off its slow path for the huge ``NEG``.
     """
     hi = mx.maximum(a, b)
-    return hi + mx.log(1 + _exp(mx.maximum(mx.minimum(a, b) - hi, -17.0)))
+    return hi + mx.log(1 + fm.e_power(mx.maximum(mx.minimum(a, b) - hi, -17.0)))
 
 
 # --- one time step --------------------------------------------------------------------------
@@ -171,7 +163,7 @@ def _betas(alpha_rev: tuple[Array, Array], input_lengths: Array, target_lengths:
 
 def _posterior(log_post: Array) -> Array:
     """``exp(log_post)``, exactly 0 below -80 (no denormals, no slow ``powf`` path)."""
-    return mx.where(log_post > -80.0, _exp(mx.maximum(log_post, -80.0)), 0.0)
+    return mx.where(log_post > -80.0, fm.exp(mx.maximum(log_post, -80.0)), 0.0)
 
 
 def _emissions(log_probs: Array, labels: Array, blank: Array) -> tuple[Array, Array]:

@@ -46,6 +46,8 @@ import mlx.core as mx
 
 from transforms._sums import accurate_sum
 
+from . import _fastmath as fm
+
 Array = mx.array
 Scores = Literal["none", "classes", "tokens"]
 
@@ -135,7 +137,7 @@ def _tile_statistics(config: Config, x: _Inputs, y: Array | None, rows: tuple[in
     """``(rows, k)``: per token ``m``, ``l``, then ``z_y`` (with a target), then ``a``, ``t`` (with scores)."""
     z = _logits(config, x, rows, cols)
     m = mx.stop_gradient(mx.max(z, axis=1))
-    parts = [m, accurate_sum(mx.exp(z - m[:, None]), axis=1)]
+    parts = [m, accurate_sum(fm.exp_nonpositive(z - m[:, None]), axis=1)]
     if y is not None:
         parts.append(_target_logit(z, y[rows[0] : rows[1]], cols[0]))
     s = _scores(x, rows, cols)
@@ -157,7 +159,7 @@ def _forward(config: Config, inputs: Sequence[Array]) -> tuple[Array, Array, Arr
         top = functools.reduce(lambda a, b: mx.max(mx.stack([a, b]), axis=0), (st[:, 0] for st in stats))
         stats = mx.stack(stats, axis=1)
         m, partial = stats[..., 0], stats[..., 1]  # (rows, tiles)
-        log_l = mx.log(mx.sum(partial * mx.exp(m - top[:, None]), axis=1))
+        log_l = mx.log(mx.sum(partial * fm.exp_nonpositive(m - top[:, None]), axis=1))
         row_lse = top + log_l
         lse.append(row_lse)
         ce_y.append((top - mx.sum(stats[..., 2], axis=1)) + log_l if y is not None else mx.zeros_like(top))
@@ -186,7 +188,7 @@ def _tile_gradients(
     """
     (r0, r1), (c0, c1) = rows, cols
     z = _logits(config, x, rows, cols)
-    dz = g.scale[r0:r1, None] * mx.exp(z - g.lse[r0:r1, None])
+    dz = g.scale[r0:r1, None] * fm.exp(z - g.lse[r0:r1, None])
     if y is not None:
         onehot = mx.arange(c0, c1)[None, :] == y[r0:r1, None]
         dz = dz - mx.where(onehot, g.g_y[r0:r1, None], 0.0)

@@ -12,6 +12,7 @@ import mlx.core as mx
 from transforms._classes import nan_unless
 from transforms._sums import accurate_sum
 
+from . import _fastmath as fm
 from ._example import per_example
 
 Scalar = float | mx.array
@@ -40,7 +41,7 @@ def kl_div(input: mx.array, target: mx.array, *, log_target: bool = False) -> mx
     alike (broadcastable); one loss per element.
     """
     if log_target:
-        return mx.exp(target) * (target - input)
+        return fm.exp(target) * (target - input)
     return _xlogx(target) - target * input
 
 
@@ -73,7 +74,7 @@ def poisson_nll_loss(
     :math:`y \log y - y + \tfrac12 \log(2\pi y)`, only where :math:`y > 1` (as PyTorch). Shapes:
     ``input`` and ``target`` alike; one loss per element.
     """
-    loss = mx.exp(input) - target * input if log_input else input - target * mx.log(input + eps)
+    loss = fm.exp(input) - target * input if log_input else input - target * mx.log(input + eps)
     return loss + _stirling(target) if full else loss
 
 
@@ -117,7 +118,7 @@ def generalized_kl_divergence(input: mx.array, target: mx.array) -> mx.array:
     (optax's ``generalized_kl_divergence``; the KL divergence of unnormalised measures, 0 exactly
     where :math:`e^x = y`). The first term is :func:`kl_div`'s, 0 where :math:`y_c = 0`.
     """
-    return accurate_sum(kl_div.__wrapped__(input, target) + (mx.exp(input) - target), axis=-1)
+    return accurate_sum(kl_div.__wrapped__(input, target) + (fm.exp(input) - target), axis=-1)
 
 
 convex_kl_divergence = generalized_kl_divergence  # optax's older name, deprecated there

@@ -7,6 +7,7 @@ import mlx.core as mx
 from transforms._reduce import Weighted
 from transforms._sums import accurate_sum
 
+from . import _fastmath as fm
 from ._example import per_example
 
 
@@ -29,7 +30,7 @@ def ranking_softmax_loss(scores: mx.array, relevance: mx.array, valid: mx.array 
     top = mx.stop_gradient(mx.max(mx.where(valid, scores, mx.finfo(scores.dtype).min), axis=-1, keepdims=True))
     top = mx.where(counts[..., None], top, 0)
     shifted = mx.where(valid, scores, top) - top
-    total = accurate_sum(mx.where(valid, mx.exp(shifted), 0), axis=-1)
+    total = accurate_sum(mx.where(valid, fm.exp_nonpositive(shifted), 0), axis=-1)
     log_softmax = shifted - mx.log(mx.where(counts, total, 1))[..., None]
     loss = -accurate_sum(mx.where(valid, relevance * mx.where(valid, log_softmax, 0), 0), axis=-1)
     return Weighted(loss, counts.astype(loss.dtype))
