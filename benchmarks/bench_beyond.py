@@ -20,8 +20,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_overhead import cpu_name
-from timing import compare_paired
+from timing import compare_paired, cpu_name
 
 import lossfn
 import transforms as T

@@ -29,7 +29,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import compare_paired, force, report_paired
+from timing import compare_paired, cpu_name, force, report_paired
 
 import lossfn.functional as F
 
@@ -109,7 +109,7 @@ def main() -> None:
 
     import torch
 
-    print(f"mlx {mx.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), {os.cpu_count()} CPUs")
+    print(f"mlx {mx.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads) on {cpu_name()}, {os.cpu_count()} CPUs")
     cold, warm = first_calls_in_fresh_process(cold=True), first_calls_in_fresh_process(cold=False)
     for shape in SHAPES:
         data = make_inputs(*shape)

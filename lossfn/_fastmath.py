@@ -11,7 +11,9 @@ costs what its scalar code costs (measured per element on an AMD EPYC, Zen 5): `
 - :func:`log1p` is one ``logf`` with a correction term, without a ``where`` (a ``where`` on
   data of random sign compiles to a mispredicted branch: 5 ns).
 
-Only float32 on the CPU takes these paths; other dtypes and devices call MLX's own.
+Only float32 on the CPU takes these paths; other dtypes and devices call MLX's own. (A
+polynomial exp in plain arithmetic, 2.5 ns, needs a bit cast for its ``2**k``, which a
+shapeless compile cannot trace.)
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def e_power(x: mx.array) -> mx.array:
 def exp(x: mx.array) -> mx.array:
     r""":math:`e^x`, as :math:`e_{32}^{x} (1 - \delta x)` with :math:`e_{32} = e^{1 + \delta}`, float32's ``e``.
 
-    Relative error within 2e-7 of ``mx.exp``'s (measured), at half its cost on the CPU.
+    For any ``x`` (overflow, subnormals, ``inf`` and NaN as ``mx.exp``). Relative error within
+    2e-7, below ``mx.exp``'s (measured), at half its cost on the CPU.
     """
     if not _cheap(x):
         return mx.exp(x)
@@ -55,9 +58,9 @@ def exp(x: mx.array) -> mx.array:
 def exp_nonpositive(x: mx.array) -> mx.array:
     r""":math:`e^x` for :math:`x \le 0`, with ``x`` clamped at -87 (:math:`e^{-87} = 1.6 \cdot 10^{-38}`).
 
-    For terms added to something of order 1 (a log-sum-exp shifted by its maximum, a softplus
-    tail), where the clamp changes no float32 sum and keeps ``powf`` on its fast path. A
-    clamped term has gradient 0 (at most 1.6e-38 in truth).
+    For terms added to something of order 1 (a log-sum-exp shifted by its maximum), where the
+    clamp changes no float32 sum and keeps ``powf`` on its fast path. A clamped term has
+    gradient 0 (at most 1.6e-38 in truth).
     """
     return exp(mx.maximum(x, _SLOW_BELOW)) if _cheap(x) else mx.exp(x)
 

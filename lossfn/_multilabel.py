@@ -8,7 +8,6 @@ from transforms._classes import nan_unless
 
 from ._classification import bce_with_logits
 from ._example import per_example
-from ._margin import hinge
 
 
 @per_example(input="(C,)", target="(C,)")
@@ -19,24 +18,42 @@ def multilabel_margin_loss(input: mx.array, target: mx.array) -> mx.array:
     first -1 count (the labels :math:`J`, duplicates counted each time); :math:`S` is the set
     of those labels.
 
-    .. math:: \ell = \frac{1}{C} \sum_{j \in J} \sum_{i \notin S} \max(0, 1 - (x_{y_j} - x_i))
+    .. math:: \ell = \frac{1}{C} \sum_{j \in J} \sum_{i \notin S} \max(0, x_i - t_j),
+              \quad t_j = x_{y_j} - 1
 
-    The list prefix is a cumulative product of ``target >= 0``, so the function is pure and
-    ``vmap``-able (no Python branch on data). It costs :math:`O(C^2)`; PyTorch loops over the
-    listed labels only, :math:`O(|J| C)`. An entry outside ``[-1, C)`` gives ``nan``.
+    In :math:`O(C \log C)`: one stable sort of the scores and the thresholds :math:`t_j`
+    together gives, for each :math:`t_j`, the count :math:`n_j` and the sum :math:`s_j` of the
+    non-label scores above it, and :math:`\ell = \frac1C \sum_j s_j - n_j t_j`. A score equal
+    to a threshold sorts before it and is not counted (PyTorch's gradient at the kink is 0).
+    A NaN score or threshold is skipped, as PyTorch's ``z > 0`` skips it (and ``inf - inf``). The list prefix is a
+    cumulative product of ``target >= 0``: pure and ``vmap``-able. An entry outside
+    ``[-1, C)`` gives ``nan``.
     """
     num_classes = input.shape[-1]
     valid = mx.all((target >= -1) & (target < num_classes), axis=-1)
-    listed = mx.cumprod(target >= 0, axis=-1)  # true up to the first -1, false from there on
+    listed = mx.cumprod(target >= 0, axis=-1).astype(mx.bool_)  # true up to the first -1
     labels = mx.where(listed & (target < num_classes), target, 0)  # a valid index everywhere
-    # is_label[..., i]: class i is one of the labels; listed[..., j]: entry j is one of them.
-    is_label = mx.any((mx.arange(num_classes) == labels[..., None]) & listed[..., None], axis=-2)
-    # violation[..., j, i] = max(0, 1 - (x[y_j] - x_i)); the scores come first in the sum.
-    picked = mx.take_along_axis(input, labels, axis=-1)
-    violation = hinge(input[..., None, :] + (1 - picked)[..., None])
-    counted = listed[..., None] & mx.logical_not(is_label)[..., None, :]
-    loss = mx.sum(mx.where(counted, violation, 0), axis=(-2, -1)) / num_classes
-    return nan_unless(valid, loss)
+    # is_label[..., i]: class i is one of the labels (entries not listed write to slot C, spare).
+    # Gathers along an axis, not slices or takes, shaped like the inputs: right under a shapeless compile.
+    falses = mx.zeros_like(target).astype(mx.bool_)
+    slots = mx.put_along_axis(mx.concatenate([falses, falses], axis=-1), mx.where(listed, labels, num_classes), mx.array(True), axis=-1)
+    classes = mx.zeros_like(target) + mx.arange(num_classes)  # (..., C), shaped like target
+    is_label = mx.take_along_axis(slots, classes, axis=-1)
+    threshold = mx.take_along_axis(input, labels, axis=-1) - 1
+    counted = mx.logical_not(is_label | mx.isnan(input))
+    keys = mx.concatenate([input, threshold], axis=-1)  # scores first: a tie sorts the score first
+    order = mx.argsort(mx.stop_gradient(keys), axis=-1)  # stable on the CPU
+    positions = mx.zeros_like(order) + mx.arange(2 * num_classes, dtype=order.dtype)
+    inverse = mx.put_along_axis(mx.zeros_like(order), order, positions, axis=-1)  # a scatter: cheaper than a second sort
+    rank = mx.take_along_axis(inverse, classes + num_classes, axis=-1)  # where each threshold went
+    weights = mx.concatenate([counted, mx.zeros_like(counted)], axis=-1)
+    values = mx.where(weights, keys, 0)
+    # Suffix sums in sorted order: at a threshold's rank, the counted scores above it.
+    above = mx.cumsum(mx.take_along_axis(weights.astype(input.dtype), order, axis=-1), axis=-1, reverse=True)
+    total = mx.cumsum(mx.take_along_axis(values, order, axis=-1), axis=-1, reverse=True)
+    n_j, s_j = mx.take_along_axis(above, rank, axis=-1), mx.take_along_axis(total, rank, axis=-1)
+    per_label = mx.where(listed & (n_j > 0), s_j - n_j * threshold, 0)  # n_j = 0: also an inf or NaN threshold
+    return nan_unless(valid, mx.sum(per_label, axis=-1) / num_classes)
 
 
 @per_example(input="(C,)", target="(C,)", weight="(C,)")

@@ -26,6 +26,7 @@ from ._scale_out import accumulate as accumulate
 from ._scale_out import across as across
 from ._scale_out import sum_gradients as sum_gradients
 from ._smoothing import smooth_labels as smooth_labels
+from ._streams import cpu_streams as cpu_streams
 from ._sums import accurate_sum as accurate_sum
 from ._tree import reduce_tree as reduce_tree
 from ._tree import tree_loss as tree_loss
@@ -43,6 +44,7 @@ __all__ = [
     "clip_and_sum",
     "clipped_grad",
     "compiled",
+    "cpu_streams",
     "grad_norms",
     "ignore_index",
     "is_index",

@@ -26,6 +26,7 @@ import numpy as np
 import optree
 
 from ._precision import in_float32, upcast
+from ._streams import sharded
 
 InAxes = Sequence["int | None"]
 Loss = Callable[..., Any]
@@ -191,8 +192,10 @@ def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, stati
         return _empty_batch(loss, args, axes, static)
     rule = batch_rule(loss)
     if rule is not None and axes == default and all(ax in (0, None) for ax in axes):
-        return rule(*args, **static)
-    return vmap_batch(loss, args, axes, static)
+        if layout_of(loss).shared:  # a loss sharing a large argument (a vocabulary) tiles its batch itself
+            return rule(*args, **static)
+        return sharded(lambda *shard: rule(*shard, **static), args, axes, size)
+    return sharded(lambda *shard: vmap_batch(loss, shard, axes, static), args, axes, size)
 
 
 def vmap_batch(loss: Loss, args: tuple[Any, ...], axes: tuple[int | None, ...], static: dict[str, Any] | None = None) -> Any:

@@ -10,6 +10,7 @@ import mlx.core as mx
 
 from . import _scale_out
 from ._batching import Loss, batch_rule, named_like, with_trailing_axes
+from ._streams import cpu_streams
 
 
 @overload
@@ -41,7 +42,8 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
             return loss(*args, **kwargs)
         fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
         dynamic = sorted(k for k in kwargs if k not in fixed)
-        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic))
+        # The stream count is read when traced (``_streams``): a graph per setting.
+        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic), cpu_streams())
         graph = graphs.get(key)
         if graph is None:
             graph = graphs[key] = mx.compile(_trace(loss, fixed, dynamic, compiled_loss))

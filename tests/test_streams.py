@@ -1,0 +1,98 @@
+"""Sharding a large batch over CPU streams (``transforms.cpu_streams``): bitwise the numbers of
+one stream, in values and gradients, under ``mx.grad``, ``mx.vmap`` and ``mx.compile``."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import lossfn
+import lossfn.functional as F
+import transforms as T
+from transforms import _streams
+
+rng = np.random.default_rng(7)
+# Just above the threshold: (1100, 1000) scores are sharded, (100, 1000) are not.
+N, C = _streams.SHARD_ABOVE // 1000 + 52, 1000
+
+
+def _batch(n: int = N) -> tuple[mx.array, mx.array, mx.array]:
+    x = mx.array(rng.standard_normal((n, C)).astype(np.float32))
+    y = mx.array(np.where(rng.uniform(size=n) < 0.1, -100, rng.integers(0, C, n)).astype(np.int32))
+    return x, y, mx.array(rng.uniform(0.5, 1.5, C).astype(np.float32))
+
+
+def _on(streams: int, fn, *args):
+    with T.cpu_streams(streams):
+        out = fn(*args)
+        mx.eval(out)
+    return out
+
+
+def _bitwise_equal(a, b) -> None:
+    for u, v in zip(a if isinstance(a, (tuple, list)) else [a], b if isinstance(b, (tuple, list)) else [b]):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_the_batch_is_really_cut(monkeypatch):
+    calls = []
+    original = _streams._stream
+    monkeypatch.setattr(_streams, "_stream", lambda i: calls.append(i) or original(i))
+    x, y, _ = _batch()
+    _on(2, T.reduce(lossfn.cross_entropy, "none"), x, y)
+    assert calls == [1]
+    calls.clear()
+    _on(2, T.reduce(lossfn.cross_entropy, "none"), x[:100], y[:100])  # below SHARD_ABOVE
+    _on(1, T.reduce(lossfn.cross_entropy, "none"), x, y)
+    assert calls == []
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_functional_cross_entropy_is_bitwise_that_of_one_stream(reduction):
+    x, y, w = _batch()
+    loss = lambda a: F.cross_entropy(a, y, weight=w, label_smoothing=0.1, reduction=reduction)  # noqa: E731
+    _bitwise_equal(_on(2, loss, x), _on(1, loss, x))
+    vg = mx.value_and_grad(lambda a: loss(a).sum())
+    _bitwise_equal(_on(2, vg, x), _on(1, vg, x))
+
+
+def test_elementwise_and_vmapped_losses():
+    x = mx.array(rng.standard_normal((N, C)).astype(np.float32))
+    t = mx.array(rng.uniform(size=(N, C)).astype(np.float32))
+    bce = mx.value_and_grad(lambda a: F.binary_cross_entropy_with_logits(a, t))
+    _bitwise_equal(_on(2, bce, x), _on(1, bce, x))
+
+    def user_loss(a: mx.array, b: mx.array) -> mx.array:  # no batch rule: the vmap path
+        return mx.sum(mx.square(a - b)) / a.shape[-1]
+
+    reduced = mx.value_and_grad(T.reduce(user_loss, "mean"))
+    _bitwise_equal(_on(2, reduced, x, t), _on(1, reduced, x, t))
+
+
+def test_composes_with_compile_and_vmap():
+    x, y, w = _batch()
+    loss = T.reduce(T.ignore_index(T.weighted(lossfn.cross_entropy)), "mean")
+    compiled = mx.compile(mx.value_and_grad(loss))
+    _bitwise_equal(_on(2, compiled, x, y, w), _on(1, mx.value_and_grad(loss), x, y, w))
+    twice = mx.vmap(loss, in_axes=(0, 0, None))
+    xs, ys = mx.stack([x, x[::-1]]), mx.stack([y, y[::-1]])
+    _bitwise_equal(_on(2, twice, xs, ys, w), _on(1, twice, xs, ys, w))
+
+
+def test_deterministic_run_to_run():
+    x, y, _ = _batch()
+    f = mx.value_and_grad(lambda a: F.cross_entropy(a, y))
+    first = _on(2, f, x)
+    for _ in range(3):
+        _bitwise_equal(_on(2, f, x), first)
+
+
+def test_cpu_streams_setting():
+    before = T.cpu_streams()
+    with T.cpu_streams(3):
+        assert T.cpu_streams() == 3
+    assert T.cpu_streams() == before
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="count must be a positive int"):
+            T.cpu_streams(bad)

@@ -1,0 +1,97 @@
+"""Both CPU cores: a large batch is cut in contiguous shards, each computed on its own stream.
+
+MLX runs one stream on one core. A batch of at least ``SHARD_ABOVE`` elements (in its batched
+arguments) is cut along its batch axis into one shard per stream; each shard's per-example
+losses are computed on its stream and concatenated in order. Every example is computed by
+the same row-wise operations as unsharded, so the per-example losses, and hence every
+reduction of them, are bitwise those of one stream, run to run. Gradients follow: each
+shard's backward pass runs on the stream of its forward operations. Inside ``mx.compile``
+the streams are kept.
+
+Only on the CPU (a GPU has one queue that is already parallel), and only for a batch large
+enough that the work hides the 50 us of a second stream's synchronisation (below
+``SHARD_ABOVE`` nothing changes). ``cpu_streams(1)`` turns it off, for instance around a
+``mx.compile(..., shapeless=True)``, whose graph would keep the traced shard sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mlx.core as mx
+import optree
+
+SHARD_ABOVE = 1 << 20  # elements of the batched arguments; measured in benchmarks/bench_streams.py
+_setting = {"streams": min(os.cpu_count() or 1, 2)}
+_streams: list[mx.Stream] = []
+
+
+def cpu_streams(count: int | None = None) -> Any:
+    """The number of CPU streams a large batch is sharded over (default: 2 where there are 2 cores).
+
+    ``cpu_streams()`` returns it; ``cpu_streams(n)`` sets it and returns a context manager that
+    restores the previous value on exit (``with transforms.cpu_streams(1): ...``).
+    """
+    if count is None:
+        return _setting["streams"]
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"cpu_streams: count must be a positive int, got {count!r}")
+    previous, _setting["streams"] = _setting["streams"], count
+    return _restoring(previous)
+
+
+@contextlib.contextmanager
+def _restoring(previous: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        _setting["streams"] = previous
+
+
+def _stream(i: int) -> mx.Stream:
+    while len(_streams) < i:
+        _streams.append(mx.new_stream(mx.cpu))
+    return _streams[i - 1]
+
+
+def _shards(size: int, count: int) -> list[int]:
+    """Where to cut ``size`` examples into ``count`` contiguous shards of nearly equal size."""
+    return [size * k // count for k in range(1, count)]
+
+
+def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | None, ...], size: int) -> Any:
+    """``run(*args)``, a batch of ``size`` examples cut into one shard per stream.
+
+    Arguments on axis 0 are cut, shared ones (axis ``None``) passed whole; arguments that are
+    pytrees, or batched on another axis, run unsharded.
+    """
+    count = min(_setting["streams"], size)
+    if (
+        count < 2
+        or not parallel()
+        or any(ax not in (0, None) or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None)
+        or sum(a.size for a, ax in zip(args, axes) if ax is not None) < SHARD_ABOVE
+    ):
+        return run(*args)
+    cuts = _shards(size, count)
+    parts = [None if ax is None else mx.split(a, cuts, axis=0) for a, ax in zip(args, axes)]
+    shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(count)]
+    outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
+    return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs)
+
+
+def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Each job's graph built on its own CPU stream (the first on the default one), to run in parallel when evaluated."""
+    outs = []
+    for k, job in enumerate(jobs):
+        with mx.stream(mx.default_stream(mx.cpu) if k == 0 else _stream(k)):
+            outs.append(job())
+    return outs
+
+
+def parallel() -> bool:
+    """Whether a computation of independent parts should be spread over CPU streams now."""
+    return _setting["streams"] > 1 and mx.default_device().type == mx.DeviceType.cpu
