@@ -783,7 +783,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--beyond", action="store_true", help="only the losses beyond PyTorch's, against optax (bench_beyond.py)"
     )
+    parser.add_argument(
+        "--streams", type=int, default=None, help="CPU streams lossfn shards large batches over (transforms.cpu_streams; default 2)"
+    )
     args = parser.parse_args(argv)
+    if args.streams is not None:
+        T.cpu_streams(args.streams)
+    mx.set_cache_limit(1 << 32)  # buffers reused between calls, for every candidate alike
     if args.beyond:
         import bench_beyond
 

@@ -48,7 +48,6 @@ import mlx.core as mx
 import numpy as np
 
 from transforms._classes import nan_unless
-from transforms._streams import on_streams, parallel
 
 from . import _fastmath as fm
 
@@ -175,38 +174,28 @@ def _emissions(log_probs: Array, labels: Array, blank: Array) -> tuple[Array, Ar
 def _solve(inputs: Sequence[Array], zero_infinity: bool, step: Callable[..., tuple[Array, Array]], gradients: bool) -> tuple[Array, Array]:
     """(loss ``(N,)``, d loss / d log_probs ``(T, N, C)``) of ``(log_probs, labels, lengths.., blank)``.
 
-    With ``gradients`` alpha is computed for the batch and for its reversal (beta is alpha of
-    the reversed problem): side by side on two CPU streams (``transforms.cpu_streams``), else
-    in one scan of ``2 N`` examples. Without, the gradient is zeros that take no memory, and
-    two streams each scan half the batch.
+    With ``gradients`` alpha is computed for the batch and for its reversal in one scan of
+    ``2 N`` examples: beta is alpha of the reversed problem. Without, the gradient is zeros
+    that take no memory.
     """
     log_probs, labels, il, tl, blank = inputs
     T, N, C = log_probs.shape
     S = labels.shape[1]
     blank_emit, label_emit = (mx.maximum(e, NEG) for e in _emissions(log_probs, labels, blank))
-    two = parallel() and step is _alpha_compiled  # both cores: two scans of half the examples each
     if not gradients:
-        if two and N > 1:
-            h = N // 2
-            halves = on_streams([lambda p=p: _alphas(blank_emit[:, p], label_emit[:, p], labels[p], step) for p in (slice(0, h), slice(h, N))])
-            alpha = tuple(mx.concatenate(a, axis=1) for a in zip(*halves))
-        else:
-            alpha = _alphas(blank_emit, label_emit, labels, step)
+        alpha = _alphas(blank_emit, label_emit, labels, step)
         loss = _loss(_log_likelihood(*alpha, il, tl), zero_infinity)
         return loss, mx.broadcast_to(mx.array(0.0), (T, N, C))
     rev_blank, rev_label, rev_labels = _reversed(blank_emit, label_emit, labels, il, tl)
-    if two:  # the batch on one stream, its reversal on the other
-        alpha, alpha_rev = on_streams([lambda: _alphas(blank_emit, label_emit, labels, step), lambda: _alphas(rev_blank, rev_label, rev_labels, step)])
-    else:
-        alpha_b, alpha_l = _alphas(
-            mx.concatenate([blank_emit, rev_blank], axis=1),
-            mx.concatenate([label_emit, rev_label], axis=1),
-            mx.concatenate([labels, rev_labels], axis=0),
-            step,
-        )
-        alpha, alpha_rev = (alpha_b[:, :N], alpha_l[:, :N]), (alpha_b[:, N:], alpha_l[:, N:])
+    alpha_b, alpha_l = _alphas(
+        mx.concatenate([blank_emit, rev_blank], axis=1),
+        mx.concatenate([label_emit, rev_label], axis=1),
+        mx.concatenate([labels, rev_labels], axis=0),
+        step,
+    )
+    alpha = alpha_b[:, :N], alpha_l[:, :N]
     log_lik = _log_likelihood(*alpha, il, tl)
-    beta = _betas(alpha_rev, il, tl)
+    beta = _betas((alpha_b[:, N:], alpha_l[:, N:]), il, tl)
     ll = log_lik[None, :, None]
     # Both alpha and beta include the emission at t: remove it once.
     post_blank = _posterior(alpha[0][1:] + beta[0] - blank_emit[..., None] - ll)

@@ -71,7 +71,7 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     count = min(_setting["streams"], size)
     if (
         count < 2
-        or not parallel()
+        or mx.default_device().type != mx.DeviceType.cpu
         or any(ax not in (0, None) or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None)
         or sum(a.size for a, ax in zip(args, axes) if ax is not None) < SHARD_ABOVE
     ):
@@ -90,8 +90,3 @@ def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:
         with mx.stream(mx.default_stream(mx.cpu) if k == 0 else _stream(k)):
             outs.append(job())
     return outs
-
-
-def parallel() -> bool:
-    """Whether a computation of independent parts should be spread over CPU streams now."""
-    return _setting["streams"] > 1 and mx.default_device().type == mx.DeviceType.cpu
