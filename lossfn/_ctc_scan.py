@@ -42,12 +42,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
 from transforms._classes import nan_unless
+from transforms._tracing import transformation
 
 from . import _fastmath as fm
 
@@ -217,42 +218,9 @@ def _loss(log_lik: Array, zero_infinity: bool) -> Array:
     return mx.where(log_lik < IMPOSSIBLE, 0.0 if zero_infinity else mx.inf, -log_lik)
 
 
-# --- which transformation are we in? -------------------------------------------------------
-
-_traced: list[bool] = []
-
-
-def _probe_body(x: Array) -> Array:
-    _traced.append(True)
-    return x
-
-
-_probe = mx.compile(_probe_body)
-_probe(mx.zeros((1,)))  # trace it now: from here on, only tracers re-enter the body
-
-
-def _mode(arrays: Sequence[Array]) -> Literal["eager", "grad", "trace"]:
-    """'eager' outside transformations; 'grad' under mx.grad/vjp; 'trace' under compile or vmap.
-
-    A compiled function re-runs its Python body only when called with tracers (or on its
-    first call for a shape), so the probe tells whether any input is a tracer. A tracer that
-    can be evaluated belongs to autodiff; one that cannot, to ``mx.compile`` or ``mx.vmap``.
-    """
-    token = mx.concatenate([a.reshape(-1)[:0].astype(mx.float32) for a in arrays] + [mx.zeros((1,))])
-    _traced.clear()
-    _probe(token)
-    if not _traced:
-        return "eager"
-    try:
-        mx.eval(*arrays)
-    except ValueError:
-        return "trace"
-    return "grad"
-
-
 def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) -> tuple[Array, Array]:
     """The core's forward: gradients when autodiff may ask for them (or when told to)."""
-    mode = _mode(inputs)
+    mode = transformation(inputs)
     if mode == "trace":
         return _solve(inputs, zero_infinity, _alpha_inline, gradients=True)
     if mode == "grad":
@@ -279,7 +247,7 @@ def _not_twice_differentiable(cotangent: Array) -> Array | float:
     reached, so that a wrong Hessian is never a plausible one.
     """
     reached = cotangent != 0
-    if _mode([reached]) == "trace":
+    if transformation([reached]) == "trace":
         return mx.where(reached, mx.nan, 0.0)
     if mx.any(reached).item():
         raise ValueError(
@@ -314,7 +282,7 @@ def _vmap(zero_infinity: bool, inputs: Sequence[Array], axes: Sequence[int | Non
         x = mx.moveaxis(x, a, b) if a is not None else mx.broadcast_to(mx.expand_dims(x, b), x.shape[:b] + (m,) + x.shape[b:])
         folded.append(x.reshape(x.shape[:b] + (-1,) + x.shape[b + 2 :]))
     folded.append(inputs[4])
-    if _mode(folded) == "eager":
+    if transformation(folded) == "eager":
         # No autodiff around us, but a vmapped mx.grad may read the gradient: build it
         # apart from the loss, so that it is only computed if it is used.
         loss = _solve(folded, zero_infinity, _alpha_compiled, gradients=False)[0]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as TF
 from oracle import assert_close, check_against_torch
 
+import lossfn
 import lossfn.functional as F
 import lossfn.nn as LN
 
@@ -262,3 +263,27 @@ def test_multilabel_soft_margin_deprecated_reduction_arguments():
     with pytest.warns(UserWarning, match="reduction='none'"):
         ours = F.multilabel_soft_margin_loss(mx.array(x), mx.array(y), reduce=False)
     assert_close(ours, TF.multilabel_soft_margin_loss(torch.tensor(x), torch.tensor(y), reduction="none"))
+
+
+def _multilabel_margin_by_definition(x: np.ndarray, y: np.ndarray) -> float:
+    """The loss as PyTorch's kernel loops: over the listed labels, then over every other class."""
+    listed = list(itertools.takewhile(lambda v: v >= 0, y))
+    labels = set(listed)
+    return sum(max(0.0, 1 - (x[j] - x[i])) for j in listed for i in range(len(x)) if i not in labels) / len(x)
+
+
+def test_multilabel_margin_sorted_search_matches_the_definition_with_ties():
+    # Scores on a grid of halves: many ties between a score and a threshold x_y - 1.
+    x = (rng.integers(-4, 5, size=(64, 9)) / 2).astype(np.float32)
+    y = np.stack([rng.permutation(9) for _ in range(64)])
+    y[np.arange(64), rng.integers(0, 9, size=64)] = -1
+    y[::3, 1] = y[::3, 0]  # duplicated labels count twice
+    expected = [_multilabel_margin_by_definition(a, b) for a, b in zip(x.astype(np.float64), y)]
+    per_example = lossfn.multilabel_margin_loss
+    xs, ys = mx.array(x), mx.array(y.astype(np.int32))
+    for name, got in {
+        "batch rule": F.multilabel_margin_loss(xs, ys, reduction="none"),
+        "vmap": mx.vmap(per_example)(xs, ys),
+        "loop": mx.stack([per_example(xs[i], ys[i]) for i in range(64)]),
+    }.items():
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-7, err_msg=name)

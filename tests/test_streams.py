@@ -80,6 +80,20 @@ def test_composes_with_compile_and_vmap():
     _bitwise_equal(_on(2, twice, xs, ys, w), _on(1, twice, xs, ys, w))
 
 
+def test_not_inside_a_users_shapeless_compile():
+    # A shard's size would be kept by the graph (and MLX refuses a Split under shapeless).
+    losses = {
+        "functional": lambda a, b: F.cross_entropy(a, b, reduction="none"),
+        "reduce": lambda a, b: T.reduce(lossfn.cross_entropy, "mean")(a, b),
+    }
+    for name, loss in losses.items():
+        compiled = mx.compile(loss, shapeless=True)
+        for n in (N, N + 200, N - 300):
+            x, y, _ = _batch(n)
+            with T.cpu_streams(2):
+                np.testing.assert_allclose(np.asarray(compiled(x, y)), np.asarray(loss(x, y)), rtol=1e-6, err_msg=f"{name} {n}")
+
+
 def test_deterministic_run_to_run():
     x, y, _ = _batch()
     f = mx.value_and_grad(lambda a: F.cross_entropy(a, y))

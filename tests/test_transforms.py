@@ -213,8 +213,8 @@ def count_traces(monkeypatch):
     counter = {"traces": 0}
     original = compile_module._trace
 
-    def counting_trace(loss, fixed, dynamic, owner):
-        body = original(loss, fixed, dynamic, owner)
+    def counting_trace(loss, fixed, dynamic, owner, shard):
+        body = original(loss, fixed, dynamic, owner, shard)
 
         def counted(*args):
             counter["traces"] += 1

@@ -8,9 +8,9 @@ from typing import Any, overload
 
 import mlx.core as mx
 
-from . import _scale_out
+from . import _scale_out, _streams
 from ._batching import Loss, batch_rule, named_like, with_trailing_axes
-from ._streams import cpu_streams
+from ._tracing import own_trace
 
 
 @overload
@@ -42,11 +42,13 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
             return loss(*args, **kwargs)
         fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
         dynamic = sorted(k for k in kwargs if k not in fixed)
-        # The stream count is read when traced (``_streams``): a graph per setting.
-        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic), cpu_streams())
+        # Whether the graph shards its batch over CPU streams is decided on the real arguments
+        # (not inside a user's compile or vmap) and read when traced: a graph for each answer.
+        shard = _streams.may_shard([args, list(kwargs.values())])
+        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic), shard and _streams.cpu_streams())
         graph = graphs.get(key)
         if graph is None:
-            graph = graphs[key] = mx.compile(_trace(loss, fixed, dynamic, compiled_loss))
+            graph = graphs[key] = mx.compile(_trace(loss, fixed, dynamic, compiled_loss, shard))
         return graph(args, [mx.array(kwargs[k]) for k in dynamic])
 
     compiled_loss.traces = 0  # type: ignore[attr-defined]
@@ -56,10 +58,11 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
     return with_trailing_axes(compiled_loss, loss)
 
 
-def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any) -> Callable[..., Any]:
+def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any, shard: bool) -> Callable[..., Any]:
     def body(args: tuple[Any, ...], values: list[mx.array]) -> Any:
         counter.traces += 1
-        return loss(*args, **fixed, **dict(zip(dynamic, values)))
+        with own_trace(shard):
+            return loss(*args, **fixed, **dict(zip(dynamic, values)))
 
     return body
 

@@ -10,8 +10,10 @@ the streams are kept.
 
 Only on the CPU (a GPU has one queue that is already parallel), and only for a batch large
 enough that the work hides the 50 us of a second stream's synchronisation (below
-``SHARD_ABOVE`` nothing changes). ``cpu_streams(1)`` turns it off, for instance around a
-``mx.compile(..., shapeless=True)``, whose graph would keep the traced shard sizes.
+``SHARD_ABOVE`` nothing changes). Eagerly and under ``mx.grad``; not inside a user's
+``mx.compile`` or ``mx.vmap``, whose graph would keep the shard sizes (a shapeless compile
+refuses them). ``transforms.compiled`` shards inside its own graphs when called with plain
+arrays or under ``mx.grad``. ``cpu_streams(1)`` turns it off.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import Any
 import mlx.core as mx
 import optree
 
-SHARD_ABOVE = 1 << 20  # elements of the batched arguments; measured in benchmarks/bench_streams.py
+from ._tracing import in_own_trace, own_trace, transformation
+
+SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
 _setting = {"streams": min(os.cpu_count() or 1, 2)}
 _streams: list[mx.Stream] = []
 
@@ -69,18 +73,33 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     pytrees, or batched on another axis, run unsharded.
     """
     count = min(_setting["streams"], size)
+    batched = [a for a, ax in zip(args, axes) if ax is not None]
     if (
         count < 2
-        or mx.default_device().type != mx.DeviceType.cpu
         or any(ax not in (0, None) or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None)
-        or sum(a.size for a, ax in zip(args, axes) if ax is not None) < SHARD_ABOVE
+        or not may_shard(batched)
     ):
         return run(*args)
     cuts = _shards(size, count)
     parts = [None if ax is None else mx.split(a, cuts, axis=0) for a, ax in zip(args, axes)]
     shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(count)]
-    outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
+    with own_trace(False):  # no shards within a shard
+        outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
     return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs)
+
+
+def may_shard(arrays: list[Any]) -> bool:
+    """Whether a batch of ``arrays`` may be cut now: on the CPU, at least ``SHARD_ABOVE``
+    elements, and not traced by a user's ``mx.compile`` or ``mx.vmap`` (whose graph would keep
+    the shard sizes, and which a shapeless compile refuses: "Split cannot infer output shapes").
+    Inside ``transforms.compiled``'s own trace, what it decided from the real arguments."""
+    own = in_own_trace()
+    if own is not None:
+        return own
+    if _setting["streams"] < 2 or mx.default_device().type != mx.DeviceType.cpu:
+        return False
+    arrays = [x for x in optree.tree_leaves(arrays) if isinstance(x, mx.array)]
+    return sum(x.size for x in arrays) >= SHARD_ABOVE and transformation(arrays) != "trace"
 
 
 def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:

@@ -11,7 +11,9 @@ a batch ``(N, ...)`` is therefore taken in two stages:
 
 Nothing depends on the batch size, which is read at run time: the same graph is right under
 ``mx.compile(..., shapeless=True)`` for any batch, where a staging of the batch axis itself
-(a reshape or slice by its size) would keep the traced size.
+(a reshape or slice by its size) would keep the traced size. Where the shapes are fixed
+(eagerly, under ``mx.grad``, in ``transforms.compiled``'s graphs), what stage 1 cannot stage
+(scalar examples, above all a 1-D element-wise loss) is staged as one flat array instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import mlx.core as mx
 
 from ._precision import HALF
+from ._tracing import static_shapes
 
 _RUN = 256  # the longest float32 run: within 1e-7 relative, and as fast as one flat sum
 _SHORTEST_RUN = 32  # below this a run saves too little: the example is widened whole
@@ -74,10 +77,27 @@ def _widened(x: mx.array) -> mx.array:
     return (mx.contiguous(x) if dtype == mx.float64 and x.size >= _MATERIALISE else x).astype(dtype)
 
 
+def _flat_runs(x: mx.array) -> mx.array | None:
+    """Sums of runs of ``_RUN`` elements of all of ``x`` in float32, zero-padded at the end; ``None``
+    for a short ``x`` or where the graph may not depend on its size (see ``_tracing.static_shapes``).
+
+    For what ``_runs`` cannot stage (scalar examples, rows of a size without a divisor): 5x
+    faster than widening every element (measured at 2**24).
+    """
+    if x.size < _MATERIALISE or not static_shapes([x]):
+        return None
+    flat = x.reshape(-1).astype(mx.float32) if x.dtype in HALF else x.reshape(-1)
+    pad = -flat.size % _RUN
+    flat = mx.concatenate([flat, mx.zeros((pad,), flat.dtype)]) if pad else flat
+    return mx.sum(flat.reshape(-1, _RUN), axis=-1)
+
+
 def total(x: mx.array, axis: int | None = None) -> mx.array:
     """Sum of ``x`` in the accumulator dtype: of every element (the first axis a batch), or along ``axis``."""
     if axis is None:
-        return mx.sum(_widened(_runs(_examples(x))[0]))
+        runs, k = _runs(_examples(x))
+        flat = _flat_runs(x) if k == 1 else None
+        return mx.sum(_widened(runs if flat is None else flat))
     x = x if axis in (-1, x.ndim - 1) else mx.moveaxis(x, axis, -1)
     rows = _row_totals(_runs(x.reshape(-1, x.shape[-1]))[0])
     return rows.reshape(-1, *x.shape[1:-1]) if x.ndim > 1 else rows.reshape(())
@@ -86,12 +106,16 @@ def total(x: mx.array, axis: int | None = None) -> mx.array:
 def mean(x: mx.array) -> mx.array:
     """Mean of every element of ``x`` in the accumulator dtype; ``nan`` for none. The count is read at run time."""
     runs, k = _runs(_examples(x))
-    return mx.mean(_widened(runs)) / k
+    flat = _flat_runs(x) if k == 1 else None
+    return mx.mean(_widened(runs)) / k if flat is None else mx.sum(_widened(flat)) / x.size
 
 
 def batch_mean(x: mx.array) -> mx.array:
     """The sum of ``x`` ``(N, ...)`` over its ``N`` examples' elements, divided by ``N`` (read at run time)."""
-    return mx.mean(_row_totals(_runs(_examples(x))[0]))
+    rows = _examples(x)
+    runs, k = _runs(rows)
+    flat = _flat_runs(x) if k == 1 else None
+    return mx.mean(_row_totals(runs)) if flat is None else mx.sum(_widened(flat)) / rows.shape[0]
 
 
 def accurate_sum(x: mx.array, axis: int | None = None) -> mx.array:
