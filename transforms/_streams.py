@@ -10,7 +10,8 @@ the streams are kept.
 
 Only on the CPU (a GPU has one queue that is already parallel), and only for a batch large
 enough that the work hides the 50 us of a second stream's synchronisation (below
-``SHARD_ABOVE`` nothing changes). Eagerly and under ``mx.grad``; not inside a user's
+``SHARD_ABOVE`` nothing changes), of examples of at least 16 elements (a 1-D element-wise
+loss is cheaper than concatenating its shards). Eagerly and under ``mx.grad``; not inside a user's
 ``mx.compile`` or ``mx.vmap``, whose graph would keep the shard sizes (a shapeless compile
 refuses them). ``transforms.compiled`` shards inside its own graphs when called with plain
 arrays or under ``mx.grad``. ``cpu_streams(1)`` turns it off.
@@ -29,6 +30,7 @@ import optree
 from ._tracing import in_own_trace, own_trace, transformation
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
+_EXAMPLE_AT_LEAST = 16  # elements per example: below, the shards' concatenation outweighs the gain (mse_loss at 16M: 1.3x slower)
 _setting = {"streams": min(os.cpu_count() or 1, 2)}
 _streams: list[mx.Stream] = []
 
@@ -77,6 +79,7 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     if (
         count < 2
         or any(ax not in (0, None) or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None)
+        or sum(a.size for a in batched) < _EXAMPLE_AT_LEAST * size  # scalar examples: the concatenation costs what the loss does
         or not may_shard(batched)
     ):
         return run(*args)
