@@ -236,8 +236,8 @@ def softplus(z: mx.array) -> mx.array:
     r""":math:`\log(1 + e^z) = \max(z, 0) + \log(1 + e^{-|z|})`, exact for any :math:`z`.
 
     Its gradient is :math:`\sigma(z)`, accurate in both tails (MLX's ``logaddexp(0, z)`` has a
-    gradient of 0 below :math:`z = -17`). :math:`\max(z, 0)` is a ``where``: written as
-    :math:`(z + |z|) / 2` its cotangent would cancel the tail's :math:`e^{-|z|}` in float32.
+    gradient of 0 below :math:`z = -17`): :math:`\max(z, 0)`'s two halves give exactly 0 or 1
+    (tested at :math:`z = \pm 22`, where the tail's :math:`e^{-|z|}` is all of the answer).
     """
     return _positive_part(z) + fm.log1p(fm.exp(-mx.abs(z)))
 

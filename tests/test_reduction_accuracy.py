@@ -68,3 +68,24 @@ def test_kl_style_batchmean_accuracy():
     ours = reduce(lossfn.mse_loss, "batchmean")(x, mx.zeros_like(x))
     x64 = np.asarray(x).astype(np.float64)
     assert relative_error(ours, (x64 * x64).sum() / x.shape[0]) < 1e-6
+
+
+def test_flat_staging_follows_the_shape_under_a_shapeless_compile():
+    # Staged as one flat array where shapes are fixed; in a user's shapeless compile, whose
+    # graph outlives its first shape, the sum keeps no size: right for the next batch too.
+    import lossfn
+    import transforms as T
+
+    losses = {
+        "functional mean": lambda a, b: F.mse_loss(a, b),
+        "functional sum": lambda a, b: F.l1_loss(a, b, reduction="sum"),
+        "reduce mean": lambda a, b: T.reduce(lossfn.mse_loss, "mean")(a, b),
+    }
+    rng = np.random.default_rng(5)
+    for name, loss in losses.items():
+        compiled = mx.compile(loss, shapeless=True)
+        for n in (70_001, 2**17, 90_000):  # above the staging threshold, padded or not
+            a, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+            exact = np.mean((a.astype(np.float64) - b) ** 2) if "mse" in name or "mean" in name else np.sum(np.abs(a.astype(np.float64) - b))
+            for got in (loss(mx.array(a), mx.array(b)), compiled(mx.array(a), mx.array(b))):
+                assert relative_error(got, float(exact)) < 1e-6, (name, n)

@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 import mlx.core as mx
+import optree
 
 from . import _scale_out, _streams
 from ._batching import Loss, batch_rule, named_like, with_trailing_axes
-from ._tracing import own_trace
+from ._tracing import SHAPE_DEPENDENT_ABOVE, OwnTrace, own_trace, transformation
 
 
 @overload
@@ -42,13 +43,11 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
             return loss(*args, **kwargs)
         fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
         dynamic = sorted(k for k in kwargs if k not in fixed)
-        # Whether the graph shards its batch over CPU streams is decided on the real arguments
-        # (not inside a user's compile or vmap) and read when traced: a graph for each answer.
-        shard = _streams.may_shard([args, list(kwargs.values())])
-        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic), shard and _streams.cpu_streams())
+        trace = _own_trace_for([args, list(kwargs.values())])
+        key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic), trace, trace.shard and _streams.cpu_streams())
         graph = graphs.get(key)
         if graph is None:
-            graph = graphs[key] = mx.compile(_trace(loss, fixed, dynamic, compiled_loss, shard))
+            graph = graphs[key] = mx.compile(_trace(loss, fixed, dynamic, compiled_loss, trace))
         return graph(args, [mx.array(kwargs[k]) for k in dynamic])
 
     compiled_loss.traces = 0  # type: ignore[attr-defined]
@@ -58,10 +57,22 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
     return with_trailing_axes(compiled_loss, loss)
 
 
-def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any, shard: bool) -> Callable[..., Any]:
+def _own_trace_for(args: Any) -> OwnTrace:
+    """What the graph for these arguments may build on their shapes (a staged sum, shards over
+    CPU streams): decided on the real arguments, whether a user's ``mx.compile`` or ``mx.vmap``
+    (perhaps shapeless) traces them, and read when traced: a graph for each answer. Small
+    arguments, which neither stages nor shards, skip the probe."""
+    arrays = [x for x in optree.tree_leaves(args) if isinstance(x, mx.array)]
+    if sum(x.size for x in arrays) < SHAPE_DEPENDENT_ABOVE:
+        return OwnTrace(static=True, shard=False)
+    static = transformation(arrays) != "trace"
+    return OwnTrace(static=static, shard=static and _streams.may_shard(arrays, static=static))
+
+
+def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any, trace: OwnTrace) -> Callable[..., Any]:
     def body(args: tuple[Any, ...], values: list[mx.array]) -> Any:
         counter.traces += 1
-        with own_trace(shard):
+        with own_trace(trace):
             return loss(*args, **fixed, **dict(zip(dynamic, values)))
 
     return body

@@ -27,7 +27,7 @@ from typing import Any
 import mlx.core as mx
 import optree
 
-from ._tracing import in_own_trace, own_trace, transformation
+from ._tracing import OwnTrace, in_own_trace, own_trace, transformation
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
 _EXAMPLE_AT_LEAST = 16  # elements per example: below, the shards' concatenation outweighs the gain (mse_loss at 16M: 1.3x slower)
@@ -86,23 +86,25 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     cuts = _shards(size, count)
     parts = [None if ax is None else mx.split(a, cuts, axis=0) for a, ax in zip(args, axes)]
     shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(count)]
-    with own_trace(False):  # no shards within a shard
+    with own_trace(OwnTrace(static=True, shard=False)):  # shapes are fixed where we shard; no shards within a shard
         outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
     return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs)
 
 
-def may_shard(arrays: list[Any]) -> bool:
+def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
     """Whether a batch of ``arrays`` may be cut now: on the CPU, at least ``SHARD_ABOVE``
     elements, and not traced by a user's ``mx.compile`` or ``mx.vmap`` (whose graph would keep
     the shard sizes, and which a shapeless compile refuses: "Split cannot infer output shapes").
-    Inside ``transforms.compiled``'s own trace, what it decided from the real arguments."""
+    Inside ``transforms.compiled``'s own trace, what it decided; ``static``: known already."""
     own = in_own_trace()
     if own is not None:
-        return own
+        return own.shard
     if _setting["streams"] < 2 or mx.default_device().type != mx.DeviceType.cpu:
         return False
     arrays = [x for x in optree.tree_leaves(arrays) if isinstance(x, mx.array)]
-    return sum(x.size for x in arrays) >= SHARD_ABOVE and transformation(arrays) != "trace"
+    if sum(x.size for x in arrays) < SHARD_ABOVE:
+        return False
+    return static if static is not None else transformation(arrays) != "trace"
 
 
 def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:

@@ -23,7 +23,7 @@ import math
 import mlx.core as mx
 
 from ._precision import HALF
-from ._tracing import static_shapes
+from ._tracing import SHAPE_DEPENDENT_ABOVE, static_shapes
 
 _RUN = 256  # the longest float32 run: within 1e-7 relative, and as fast as one flat sum
 _SHORTEST_RUN = 32  # below this a run saves too little: the example is widened whole
@@ -84,7 +84,7 @@ def _flat_runs(x: mx.array) -> mx.array | None:
     For what ``_runs`` cannot stage (scalar examples, rows of a size without a divisor): 5x
     faster than widening every element (measured at 2**24).
     """
-    if x.size < _MATERIALISE or not static_shapes([x]):
+    if x.size < SHAPE_DEPENDENT_ABOVE or not static_shapes([x]):
         return None
     flat = x.reshape(-1).astype(mx.float32) if x.dtype in HALF else x.reshape(-1)
     pad = -flat.size % _RUN

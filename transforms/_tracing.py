@@ -10,13 +10,23 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import mlx.core as mx
 
-# Set while ``transforms.compiled`` traces its own graph (shapes fixed, not shapeless): whether
-# that graph may shard its batch over CPU streams.
-_own_trace: contextvars.ContextVar[bool | None] = contextvars.ContextVar("own_trace", default=None)
+# Below this many elements nothing builds on the shapes (sums stage by the examples' axes, no
+# shards): the size of the smallest staged flat sum (``_sums``); sharding starts higher.
+SHAPE_DEPENDENT_ABOVE = 1 << 16
+
+
+class OwnTrace(NamedTuple):
+    """What ``transforms.compiled`` decided, from the real arguments, for the graph it traces."""
+
+    static: bool  # its shapes are fixed: called eagerly or under mx.grad, not inside a user's compile or vmap
+    shard: bool  # it may shard its batch over CPU streams
+
+
+_own_trace: contextvars.ContextVar[OwnTrace | None] = contextvars.ContextVar("own_trace", default=None)
 
 _traced: list[bool] = []
 
@@ -50,22 +60,23 @@ def transformation(arrays: Sequence[mx.array]) -> Literal["eager", "grad", "trac
 
 
 @contextlib.contextmanager
-def own_trace(shard: bool) -> Iterator[None]:
-    """``transforms.compiled`` tracing its graph for fixed shapes, which may shard (or not)."""
-    token = _own_trace.set(shard)
+def own_trace(trace: OwnTrace) -> Iterator[None]:
+    """``transforms.compiled`` tracing its graph, as it decided."""
+    token = _own_trace.set(trace)
     try:
         yield
     finally:
         _own_trace.reset(token)
 
 
-def in_own_trace() -> bool | None:
-    """Inside ``transforms.compiled``'s own trace: whether it may shard; ``None`` outside one."""
+def in_own_trace() -> OwnTrace | None:
+    """Inside ``transforms.compiled``'s own trace, what it decided; ``None`` outside one."""
     return _own_trace.get()
 
 
 def static_shapes(arrays: Sequence[mx.array]) -> bool:
     """Whether a graph built now on ``arrays`` may depend on their shapes: eagerly, under
-    ``mx.grad``, or in ``transforms.compiled``'s own trace; not in a user's ``mx.compile``
-    (perhaps shapeless) or ``mx.vmap``."""
-    return in_own_trace() is not None or transformation(arrays) != "trace"
+    ``mx.grad``, in ``transforms.compiled``'s graph for such a call; not in a user's
+    ``mx.compile`` (perhaps shapeless) or ``mx.vmap``."""
+    own = in_own_trace()
+    return own.static if own is not None else transformation(arrays) != "trace"
