@@ -69,8 +69,8 @@ def _first_above(ascending: mx.array, t: mx.array) -> mx.array:
     hi = lo + size
     for _ in range(max(size, 1).bit_length()):
         mid = (lo + hi) // 2
-        above = mx.take_along_axis(ascending, mx.minimum(mid, size - 1), axis=-1) <= t
-        right = above.astype(mx.int32) * (lo < hi).astype(mx.int32)  # (MLX 0.32 vmaps `above & (lo < hi)` wrongly)
+        not_above = mx.take_along_axis(ascending, mx.minimum(mid, size - 1), axis=-1) <= t
+        right = not_above.astype(mx.int32) * (lo < hi).astype(mx.int32)  # MLX 0.32 vmaps `not_above & (lo < hi)` wrongly
         lo, hi = lo + right * (mid + 1 - lo), mid + right * (hi - mid)
     return lo
 
