@@ -72,7 +72,7 @@ def _class_loss(
     graph = class_graph(loss, reduction, weight is not None, label_smoothing > 0)
     shared = () if weight is None else (weight,)
     out, ok = run_classwise(graph, input, target, *shared, index=ignore_index, alpha=float(label_smoothing))
-    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, ignore_index))
+    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, ignore_index), input)
     return out
 
 
@@ -142,7 +142,7 @@ def binary_cross_entropy(
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
     out, ok = _binary(_bce, input, target, weight, reduction, check=_probabilities)
-    C.raise_unless(mx.all(ok), out, lambda: C.unit_interval_error("input" if not ok[0].item() else "target"))
+    C.raise_unless(mx.all(ok), out, lambda: C.unit_interval_error("input" if not ok[0].item() else "target"), input)
     return out
 
 

@@ -47,7 +47,7 @@ def multi_margin_loss(
     graph = reduce_graph(_multi_margin, reduction, weighting, static=("p",), check=_indices_valid)
     shared = () if weight is None else (weight,)
     out, ok = graph(input.reshape(-1, num_classes), target.reshape(-1), *shared, p=int(p), margin=float(margin))
-    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, None))
+    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, None), input)
     # 'none' comes back in the target's layout: (N,), or () for one example.
     return out.reshape(()) if out.ndim and target.ndim == 0 else out
 

@@ -64,7 +64,7 @@ def multilabel_margin_loss(
     C.check_integer(target, "target")
     graph = reduce_graph(_multilabel_margin, reduction, check=_padded_indices_valid)
     out, ok = graph(_rows(input, num_classes), _rows(target, num_classes))
-    C.raise_unless(ok, out, lambda: C.padded_index_error(target, num_classes))
+    C.raise_unless(ok, out, lambda: C.padded_index_error(target, num_classes), input)
     # 'none' is one loss per example: (N,), or () for one example.
     return out.reshape(()) if out.ndim and input.ndim < 2 else out
 

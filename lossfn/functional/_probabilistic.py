@@ -109,7 +109,7 @@ def gaussian_nll_loss(
     input, target, var = C.broadcast_first(input=input, target=target, var=var)
     graph = reduce_graph(_gaussian_nll, reduction, check=_variances_valid, elementwise=True)
     out, ok = run_elementwise(graph, input, target, var, full=bool(full), eps=float(eps))
-    C.raise_unless(ok, out, lambda: ValueError("var has negative entry/entries: every variance must be >= 0"))
+    C.raise_unless(ok, out, lambda: ValueError("var has negative entry/entries: every variance must be >= 0"), input)
     return out
 
 
