@@ -11,7 +11,7 @@ import optree
 
 from . import _scale_out, _streams
 from ._batching import Loss, batch_rule, named_like, with_trailing_axes
-from ._tracing import SHAPE_DEPENDENT_ABOVE, OwnTrace, own_trace, transformation
+from ._tracing import SHAPE_DEPENDENT_ABOVE, OwnTrace, in_own_trace, own_trace, transformation
 
 
 @overload
@@ -61,7 +61,11 @@ def _own_trace_for(args: Any) -> OwnTrace:
     """What the graph for these arguments may build on their shapes (a staged sum, shards over
     CPU streams): decided on the real arguments, whether a user's ``mx.compile`` or ``mx.vmap``
     (perhaps shapeless) traces them, and read when traced: a graph for each answer. Small
-    arguments, which neither stages nor shards, skip the probe."""
+    arguments, which neither stages nor shards, skip the probe; a graph traced inside another
+    one's trace (its tracers) takes that one's answer."""
+    enclosing = in_own_trace()
+    if enclosing is not None:
+        return enclosing
     arrays = [x for x in optree.tree_leaves(args) if isinstance(x, mx.array)]
     if sum(x.size for x in arrays) < SHAPE_DEPENDENT_ABOVE:
         return OwnTrace(static=True, shard=False)

@@ -106,11 +106,17 @@ def _staged_flat_vjp(x: mx.array, cotangent: mx.array, output: mx.array) -> mx.a
     return mx.broadcast_to(cotangent.astype(x.dtype), x.shape)
 
 
+def _staged(x: mx.array) -> tuple[mx.array, mx.array, int, mx.array | None]:
+    """``x``'s examples as rows, their ``_runs`` and run length, and the flat total where the rows cannot stage."""
+    rows = _examples(x)
+    runs, k = _runs(rows)
+    return rows, runs, k, _flat_total(x) if k == 1 else None
+
+
 def total(x: mx.array, axis: int | None = None) -> mx.array:
     """Sum of ``x`` in the accumulator dtype: of every element (the first axis a batch), or along ``axis``."""
     if axis is None:
-        runs, k = _runs(_examples(x))
-        flat = _flat_total(x) if k == 1 else None
+        _, runs, _, flat = _staged(x)
         return mx.sum(_widened(runs)) if flat is None else flat
     x = x if axis in (-1, x.ndim - 1) else mx.moveaxis(x, axis, -1)
     rows = _row_totals(_runs(x.reshape(-1, x.shape[-1]))[0])
@@ -119,16 +125,13 @@ def total(x: mx.array, axis: int | None = None) -> mx.array:
 
 def mean(x: mx.array) -> mx.array:
     """Mean of every element of ``x`` in the accumulator dtype; ``nan`` for none. The count is read at run time."""
-    runs, k = _runs(_examples(x))
-    flat = _flat_total(x) if k == 1 else None
+    _, runs, k, flat = _staged(x)
     return mx.mean(_widened(runs)) / k if flat is None else flat / x.size
 
 
 def batch_mean(x: mx.array) -> mx.array:
     """The sum of ``x`` ``(N, ...)`` over its ``N`` examples' elements, divided by ``N`` (read at run time)."""
-    rows = _examples(x)
-    runs, k = _runs(rows)
-    flat = _flat_total(x) if k == 1 else None
+    rows, runs, _, flat = _staged(x)
     return mx.mean(_row_totals(runs)) if flat is None else flat / rows.shape[0]
 
 
