@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -139,7 +140,10 @@ def raise_unless(ok: mx.array, out: Any, error: Callable[[], Exception], input: 
     """Raise ``error()`` unless ``ok``, a check computed in the loss's own graph, holds.
 
     ``out`` is evaluated with it: one evaluation gives the loss and the verdict, where a check
-    of its own would cost a second one. Under ``mx.grad`` (found by a probe of a large
+    of its own would cost a second one. A reduced (0-d) ``out`` is evaluated first, and ``ok``
+    only if the loss is ``nan``: the graph makes every bad example's loss ``nan``, so a number
+    proves the data valid without the check's pass over it (``gaussian_nll_loss`` at 4M:
+    22 -> 18 ms forward). Under ``mx.grad`` (found by a probe of a large
     ``input``) the graph runs inlined and ``ok`` alone is evaluated: its own operations, not
     the forward pass ahead of the backward, which would keep every intermediate alive
     (``gaussian_nll_loss`` at 4M: 1.25x the forward+backward time). Skipped where the arrays
@@ -147,8 +151,13 @@ def raise_unless(ok: mx.array, out: Any, error: Callable[[], Exception], input: 
     losses ``nan``.
     """
     under_grad = input is not None and input.size >= SHAPE_DEPENDENT_ABOVE and transformation([input]) == "grad"
+    reduced = not under_grad and isinstance(out, mx.array) and out.ndim == 0
     try:
-        mx.eval(ok) if under_grad else mx.eval(out, ok)
+        if reduced:
+            mx.eval(out)
+            if not math.isnan(out.item()):
+                return  # bad data makes the loss nan (the in-graph validation): a number needs no check
+        mx.eval(ok) if under_grad or reduced else mx.eval(out, ok)
     except ValueError:
         return
     if not ok.item():
