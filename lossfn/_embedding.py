@@ -27,10 +27,12 @@ _COSINE_EPS = 1e-12
 def clamp_min_zero(z: mx.array) -> mx.array:
     r""":math:`\max(0, z)` with PyTorch's ``clamp_min`` gradient: 1 where :math:`z \ge 0`, the kink included, 0 elsewhere.
 
-    A ``nan`` stays ``nan`` in value, with gradient 0 (PyTorch's ``z >= 0`` mask is false there):
-    the branch not taken is ``max(z, 0)`` (0, or ``nan``) without gradient.
+    A ``nan`` stays ``nan`` in value, with gradient 0 (PyTorch's ``z >= 0`` mask is false there).
+    MLX's ``maximum(0, z)`` has exactly these gradients in ``z`` (1 at the tie, 0 at ``nan``;
+    tested against PyTorch), without a ``where``: on data of random sign a ``where`` compiles
+    to a mispredicted branch on the CPU (margin ranking at 4M: forward+backward 35 -> 14 ms).
     """
-    return mx.where(z >= 0, z, mx.stop_gradient(mx.maximum(z, 0)))
+    return mx.maximum(0.0, z)
 
 
 def _minimum(a: mx.array, b: mx.array) -> mx.array:

@@ -272,6 +272,20 @@ def test_margin_ranking_loss(shape_name, margin, reduction):
     )
 
 
+def test_margin_ranking_edge_values_match_torch():
+    # The hinge is maximum(0, z), not a where: its value and gradient at the kink, at nan and
+    # at +-inf must still be torch's clamp_min's (1 at the kink, 0 at nan).
+    x1 = np.array([0.5, np.nan, np.inf, -np.inf, 1.0, 2.0, np.inf], np.float32)
+    x2 = np.array([0.5, 0.0, 0.0, 0.0, np.nan, 1.0, np.inf], np.float32)
+    y = np.array([1.0, -1.0, -1.0, -1.0, 1.0, -1.0, 1.0], np.float32)
+    check_against_torch(
+        lambda a, b, t: F.margin_ranking_loss(a, b, t, reduction="none"),
+        lambda a, b, t: TF.margin_ranking_loss(a, b, t, reduction="none"),
+        [x1, x2, y],
+        wrt=(0, 1, 2),
+    )
+
+
 @pytest.mark.parametrize("shapes", [((3,), (3,), ()), ((3,), (3, 1), (3,)), ((3,), (4,), (3,)), ((3,), (3,), (2,))])
 def test_margin_ranking_errors(shapes):
     x1, x2, y = (np.ones(s, np.float32) for s in shapes)
