@@ -48,6 +48,19 @@ def test_the_batch_is_really_cut(monkeypatch):
     assert calls == []
 
 
+def test_nll_loss_of_class_indices_is_not_cut(monkeypatch):
+    # Its example is one gather: the shards' concatenation would cost more than it saves.
+    calls = []
+    original = _streams._stream
+    monkeypatch.setattr(_streams, "_stream", lambda i: calls.append(i) or original(i))
+    x, y, w = _batch()
+    _on(2, lambda a: F.nll_loss(a, y, weight=w), x)
+    _on(2, mx.grad(lambda a: F.nll_loss(a, y)), x)
+    assert calls == []
+    _on(2, T.reduce(lossfn.nll_loss, "none"), x, mx.softmax(x, axis=-1))  # a distribution reads every class
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_functional_cross_entropy_is_bitwise_that_of_one_stream(reduction):
     x, y, w = _batch()

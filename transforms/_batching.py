@@ -128,6 +128,7 @@ def transform(body: Body, loss: Loss, *trailing_axes: int | None) -> Loss:
     rule = batch_rule(loss)
     if rule is not None:
         transformed.batch_rule = lambda *args, **static: body(rule, 1, *args, **static)  # type: ignore[attr-defined]
+        transformed.batch_rule.worth_sharding = getattr(rule, "worth_sharding", None)  # type: ignore[attr-defined]
     return with_trailing_axes(transformed, loss, *trailing_axes)
 
 
@@ -192,7 +193,10 @@ def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, stati
         return _empty_batch(loss, args, axes, static)
     rule = batch_rule(loss)
     if rule is not None and axes == default and all(ax in (0, None) for ax in axes):
-        if layout_of(loss).shared:  # a loss sharing a large argument (a vocabulary) tiles its batch itself
+        worth = getattr(rule, "worth_sharding", None)
+        if layout_of(loss).shared or (worth is not None and not worth(args)):
+            # A loss sharing a large argument (a vocabulary) tiles its batch itself; one whose
+            # example costs a gather gains less than the shards' concatenation costs.
             return rule(*args, **static)
         return sharded(lambda *shard: rule(*shard, **static), args, axes, size)
     return sharded(lambda *shard: vmap_batch(loss, shard, axes, static), args, axes, size)
