@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import platform
 import statistics
@@ -649,7 +650,15 @@ def measure(
     case: Case, scale: int, repeats: int, budget: float, backward: bool
 ) -> dict[str, list[float]]:
     """Seconds per call of each candidate, interleaved: as many rounds as fit in ``budget``
-    seconds, at least 3 and at most ``repeats`` (the first call, which compiles, is not timed)."""
+    seconds, at least 3 and at most ``repeats`` (the first call, which compiles, is not timed).
+
+    MLX's buffer cache is emptied first: full of the previous case's buffers (up to the cache
+    limit), it would leave this case's allocations to fresh pages, slowing both candidates
+    alike by up to 2.5x (16M-element losses forward+backward after the (2048, 32000) case)
+    and pulling every ratio towards 1: the "order effect" of earlier runs.
+    """
+    gc.collect()
+    mx.clear_cache()
     fns = {
         k: (lambda f=f: flat(f()))
         for k, f in candidates(case, case.make_inputs(scale), backward).items()
