@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -173,8 +175,10 @@ def indices_valid(target: mx.array, num_classes: int, ignore_index: Any = None) 
     return mx.all(valid if ignore_index is None else valid | (target == ignore_index))
 
 
-def in_unit_interval(x: mx.array) -> mx.array:
-    return mx.all((x >= 0) & (x <= 1))
+def in_unit_interval(*arrays: mx.array) -> mx.array:
+    """Every element of every array lies in ``[0, 1]`` (one reduction of same-shaped arrays)."""
+    inside = [(x >= 0) & (x <= 1) for x in arrays]
+    return mx.all(functools.reduce(operator.and_, inside))
 
 
 def padded_indices_valid(target: mx.array, num_classes: int, padding: int = -1) -> mx.array:

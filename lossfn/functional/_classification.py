@@ -125,7 +125,7 @@ def _binary(
 
 
 def _probabilities(input: Array, target: Array, *weight: Array) -> Array:
-    return mx.stack([C.in_unit_interval(input), C.in_unit_interval(target)])
+    return C.in_unit_interval(input, target)  # one reduction; which one failed is found on failure
 
 
 def binary_cross_entropy(
@@ -142,7 +142,7 @@ def binary_cross_entropy(
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
     out, ok = _binary(_bce, input, target, weight, reduction, check=_probabilities)
-    C.raise_unless(mx.all(ok), out, lambda: C.unit_interval_error("input" if not ok[0].item() else "target"), input)
+    C.raise_unless(ok, out, lambda: C.unit_interval_error("input" if not C.in_unit_interval(input).item() else "target"), input)
     return out
 
 
