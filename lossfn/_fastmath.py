@@ -87,4 +87,3 @@ def log1p(u: mx.array) -> mx.array:
     # The correction's own gradient is 0 in exact arithmetic: autodiff through it would cost
     # more than the rest of the backward, so the gradient is log's, 1 / w.
     return mx.log(w) - mx.stop_gradient(((w - 1) - u) / mx.maximum(w, 1e-30))
-
