@@ -120,6 +120,6 @@ def test_cpu_streams_setting():
     with T.cpu_streams(3):
         assert T.cpu_streams() == 3
     assert T.cpu_streams() == before
-    for bad in (0, -1, 1.5, "2"):
+    for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="count must be a positive int"):
             T.cpu_streams(bad)

@@ -43,7 +43,7 @@ def cpu_streams(count: int | None = None) -> Any:
     """
     if count is None:
         return _setting["streams"]
-    if not isinstance(count, int) or count < 1:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"cpu_streams: count must be a positive int, got {count!r}")
     previous, _setting["streams"] = _setting["streams"], count
     return _restoring(previous)
