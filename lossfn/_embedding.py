@@ -58,13 +58,13 @@ def _norm(x: mx.array, p: float) -> mx.array:
         raise ValueError(f"the norm's order p must be non-negative (0 to inf), got p={p}")
     if p == 0:
         return mx.sum(mx.logical_not(x == 0), axis=-1).astype(x.dtype)
+    if p == 2 and accumulator_dtype() == mx.float64:
+        return _two_norm_widened(x)
     a = mx.abs(x)
     if p == 1:
         return mx.sum(a, axis=-1)
     if p == math.inf:
         return mx.max(a, axis=-1)
-    if p == 2 and accumulator_dtype() == mx.float64:
-        return _two_norm_widened(x)
     scale = mx.stop_gradient(mx.max(a, axis=-1, keepdims=True))
     usable = (scale > 0) & (scale < math.inf)  # false for 0, inf and nan
     a = a / mx.where(usable, scale, 1)

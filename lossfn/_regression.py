@@ -34,8 +34,7 @@ def _smooth_l1(input: mx.array, target: mx.array, beta: Scalar) -> mx.array:
     # as in PyTorch: its gradient is nan (that of |diff| alone would be 0).
     quadratic = mx.logical_not(d >= beta).astype(d.dtype)
     dq = mx.minimum(d, mx.finfo(d.dtype).max) * quadratic
-    half_over_beta = 0.5 / (mx.where(beta > 0, beta, 1) if isinstance(beta, mx.array) else (beta if beta > 0 else 1))
-    return half_over_beta * mx.square(dq) + (1 - quadratic) * (d - 0.5 * beta)
+    return 0.5 / mx.where(beta > 0, beta, 1) * mx.square(dq) + (1 - quadratic) * (d - 0.5 * beta)
 
 
 @per_example()
