@@ -10,6 +10,13 @@ Run ``python benchmarks/bench_ctc.py`` (``--repeats N``, default 15). For each s
   included, once with an empty MLX kernel cache (``TMPDIR`` pointed at a new directory: every
   kernel is compiled by the C++ compiler) and once with the kernels already on disk.
 
+``--compile-through`` times instead what the README advises against: a training step
+compiled *through* ``ctc_loss`` (``mx.compile`` around ``value_and_grad``), whose first call
+compiles every fused kernel of the unrolled scan. Each case runs in a fresh process with an
+empty kernel cache: CTC alone, a GRU + CTC step at T = 40, the same GRU with an MSE loss (the
+model's own kernels), the GRU + CTC step eager (``ctc_loss``'s compiled scan), and a GRU + CTC
+step at T = 41 on the cache that T = 40 left (a new length).
+
 Ratios are ``ours / torch``: the ratio of medians, and the paired ratio (median over rounds
 of the ratio within a round), which cancels load that drifts between rounds. Torch runs on
 its default thread count; MLX's CPU backend runs each stream on one thread.
@@ -98,13 +105,95 @@ def first_calls_in_fresh_process(cold: bool) -> dict[str, list[float]]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# --- compiled through ------------------------------------------------------------------------
+
+THROUGH_CASES = {
+    "ctc alone, compiled through": ("ctc", "through", 40),
+    "GRU + CTC, compiled through": ("gru-ctc", "through", 40),
+    "GRU + MSE, compiled through": ("gru-mse", "through", 40),
+    "GRU + CTC, eager": ("gru-ctc", "eager", 40),
+}
+
+
+def through_step(model_loss: str, mode: str, T: int) -> tuple:
+    """``(step, args)``: one value-and-grad step of N = 16 sequences of T frames, C = 20, S = 10."""
+    import mlx.nn as nn
+
+    N, C, S, D, H = 16, 20, 10, 16, 32
+    mx.random.seed(0)
+    targets, lengths, target_lengths = mx.random.randint(1, C, (N, S)), mx.full((N,), T), mx.full((N,), S)
+    if model_loss == "ctc":
+        log_probs = nn.log_softmax(mx.random.normal((T, N, C)), axis=-1)
+        value_and_grad = mx.value_and_grad(lambda lp: F.ctc_loss(lp, targets, lengths, target_lengths))
+        return (mx.compile(value_and_grad) if mode == "through" else value_and_grad), (log_probs,)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru, self.out = nn.GRU(D, H), nn.Linear(H, C)
+
+        def __call__(self, x: mx.array) -> mx.array:
+            return self.out(self.gru(x))
+
+    model = Model()
+
+    def loss(model: Model, x: mx.array) -> mx.array:
+        log_probs = nn.log_softmax(model(x), axis=-1).transpose(1, 0, 2)
+        if model_loss == "gru-mse":
+            return mx.mean(mx.square(log_probs))
+        return F.ctc_loss(log_probs, targets, lengths, target_lengths)
+
+    value_and_grad = nn.value_and_grad(model, loss)
+    step = (lambda x: value_and_grad(model, x)) if mode == "eager" else mx.compile(lambda x: value_and_grad(model, x))
+    return step, (mx.random.normal((N, T, D)),)
+
+
+def through_first_calls(model_loss: str, mode: str, T: int) -> list[float]:
+    """Seconds of the first and the second call of a step, in this process."""
+    step, args = through_step(model_loss, mode, T)
+    mx.eval(args)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        force(list(step(*args)))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def through_in_fresh_process(case: tuple, cache: str) -> list[float]:
+    env = dict(os.environ, TMPDIR=cache)
+    command = [sys.executable, os.path.abspath(__file__), "--through-case", *map(str, case)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compiled_through() -> None:
+    print(f"mlx {mx.__version__} on {cpu_name()}, {os.cpu_count()} CPUs: first call of a step, empty kernel cache")
+    for name, case in THROUGH_CASES.items():
+        with tempfile.TemporaryDirectory(prefix="mlx-cold-") as cache:
+            first, second = through_in_fresh_process(case, cache)
+            print(f"  {name:<32} first call {first:6.2f} s, second {second * 1e3:7.1f} ms")
+            if case == ("gru-ctc", "through", 40):
+                first, second = through_in_fresh_process(("gru-ctc", "through", 41), cache)
+                print(f"  {'... then at T = 41 (same cache)':<32} first call {first:6.2f} s, second {second * 1e3:7.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--compile-through", action="store_true", help="time steps compiled through ctc_loss instead")
     parser.add_argument("--first-calls", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--through-case", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.first_calls:
         print(json.dumps(first_calls()))
+        return
+    if args.through_case:
+        model_loss, mode, T = args.through_case
+        print(json.dumps(through_first_calls(model_loss, mode, int(T))))
+        return
+    if args.compile_through:
+        compiled_through()
         return
 
     import torch
