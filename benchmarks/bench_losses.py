@@ -12,7 +12,11 @@ load that drifts between rounds cancels. The candidates:
 * ``torch``: ``torch.nn.functional``, eager, on the CPU, default thread count.
 
 Forward+backward is ``mx.value_and_grad`` with respect to the first input (the loss value is
-evaluated too, as in training) and ``torch.autograd.grad`` after the forward. The target of
+evaluated too, as in training) and ``torch.autograd.grad`` after the forward. Under
+``mx.value_and_grad`` MLX runs a compiled function as plain code (its inputs are tracers), so
+there mlx-c is MLX eager and our graphs are traced again on every call; two more columns time
+the step compiled whole, ``mx.compile(mx.value_and_grad(...))``: ``ours-cs`` and ``mlx-cs``
+(inside a user's compile nothing is sharded over CPU streams). The target of
 the foundation issue is ``ours / mlx-c <= 1.05`` at the median over the cases; the speed
 issue's, at most 0.5 at the median of the exp/log-heavy cases (``EXP_LOG_HEAVY``, printed
 under each table). ``--streams 1`` times lossfn on one CPU stream (``transforms.cpu_streams``).
@@ -581,6 +585,12 @@ def mlx_value_and_grad(fn: Callable[..., mx.array]) -> Callable[..., Any]:
     return mx.value_and_grad(fn, argnums=0)
 
 
+def compiled_step(fn: Callable[..., mx.array]) -> Callable[..., Any]:
+    """``mx.compile(mx.value_and_grad(fn))``. (``mx.value_and_grad(mx.compile(fn))``, the mlx-c
+    column, does not compile: MLX runs a compiled function called with tracers as plain code.)"""
+    return mx.compile(mlx_value_and_grad(fn))
+
+
 def torch_value_and_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
     def run(x: Any, *rest: Any) -> Any:
         x = x.detach().requires_grad_(True)
@@ -601,6 +611,9 @@ def candidates(
     if case.mlx is not None:
         fns["mlx"] = wrap(case.mlx)
         fns["mlx-c"] = wrap(mx.compile(case.mlx))
+        if backward:  # the whole step compiled, MLX's own pattern
+            fns["ours-cs"] = compiled_step(case.ours)
+            fns["mlx-cs"] = compiled_step(case.mlx)
     out: dict[str, Callable[[], Any]] = {k: (lambda f=f: f(*a)) for k, f in fns.items()}
     if case.torch is not None and torch is not None:
         t = [to_torch(x) for x in inputs]
@@ -618,6 +631,7 @@ def disagreements(case: Case, scale: int, rtol: float = 1e-4) -> list[str]:
     results = {"graph": mlx_value_and_grad(case.graph)(*a)}
     if case.mlx is not None:
         results["mlx"] = mlx_value_and_grad(case.mlx)(*a)
+        results["ours-cs"] = compiled_step(case.ours)(*a)
     if case.torch is not None and torch is not None:
         results["torch"] = torch_value_and_grad(case.torch)(
             *(to_torch(x) for x in inputs)
@@ -680,13 +694,17 @@ def ratio(times: dict[str, list[float]], a: str, b: str) -> float | None:
 SETTLE = 0.01
 COLUMNS = ("ours", "graph", "mlx-c", "mlx", "torch")
 RATIOS = (("ours", "mlx-c"), ("graph", "mlx-c"), ("ours", "mlx"), ("ours", "torch"))
+# Forward+backward only: ours and MLX's each compiled as a whole step (``compiled_step``).
+STEP_COLUMNS, STEP_RATIOS = ("ours-cs", "mlx-cs"), (("ours-cs", "mlx-cs"),)
 
 
-def table(rows: list[tuple[Case, dict[str, list[float]]]], title: str) -> str:
+def table(rows: list[tuple[Case, dict[str, list[float]]]], title: str, backward: bool = False) -> str:
+    columns = COLUMNS + STEP_COLUMNS if backward else COLUMNS
+    ratios_of = RATIOS + STEP_RATIOS if backward else RATIOS
     head = (
         ["case", "size"]
-        + [f"{c} ms" for c in COLUMNS]
-        + [f"{a}/{b}" for a, b in RATIOS]
+        + [f"{c} ms" for c in columns]
+        + [f"{a}/{b}" for a, b in ratios_of]
     )
     lines = [
         f"### {title}",
@@ -696,13 +714,13 @@ def table(rows: list[tuple[Case, dict[str, list[float]]]], title: str) -> str:
     ]
     for case, t in rows:
         times = [
-            f"{statistics.median(t[c]) * 1e3:.1f}" if c in t else "-" for c in COLUMNS
+            f"{statistics.median(t[c]) * 1e3:.1f}" if c in t else "-" for c in columns
         ]
-        ratios = [ratio(t, a, b) for a, b in RATIOS]
+        ratios = [ratio(t, a, b) for a, b in ratios_of]
         cells = ["-" if r is None else f"{r:.2f}" for r in ratios]
         lines.append("| " + " | ".join([case.name, case.size, *times, *cells]) + " |")
     lines.append("")
-    for a, b in RATIOS:
+    for a, b in ratios_of:
         values = [r for _, t in rows if (r := ratio(t, a, b)) is not None]
         if values:
             lines.append(
@@ -840,7 +858,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-        print(table(rows, title) + "\n", flush=True)
+        print(table(rows, title, backward) + "\n", flush=True)
     if not args.no_sum:
         print(bench_accurate_sum(scale, args.repeats))
 
