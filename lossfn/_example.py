@@ -40,7 +40,6 @@ def per_example(
     *,
     batch_rule: Callable[..., Any] | None = None,
     layout: Layout | None = None,
-    worth_sharding: Callable[[tuple[Any, ...]], bool] | None = None,
     **shapes: Shape | tuple[Shape, ...],
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a per-example loss: argument checks, half precision, and its batch rule.
@@ -48,8 +47,6 @@ def per_example(
     ``shapes`` gives the example shape of positional arguments by name (a tuple where
     several are allowed); the others are element-wise (any shape). ``batch_rule`` replaces
     the default rule, the loss's own maths applied to the batch. ``layout`` is attached.
-    ``worth_sharding(args)``: whether a large batch of these arguments is worth cutting over
-    CPU streams (default: always; see ``transforms._streams``).
     """
     promote = layout is None or layout.promote
     allowed = {name: (spec,) if isinstance(spec, str) else spec for name, spec in shapes.items()}
@@ -79,7 +76,6 @@ def per_example(
             arrays = _arrays(maths.__name__, names, args)
             return rule_maths(*(upcast(arrays) if promote else arrays), **static)
 
-        rule.worth_sharding = worth_sharding  # type: ignore[attr-defined]
         loss.batch_rule = rule  # type: ignore[attr-defined]
         if layout is not None:
             loss.layout = layout  # type: ignore[attr-defined]

@@ -48,7 +48,8 @@ class Layout(NamedTuple):
     forms its scores) names the keywords that do it: ``weighted`` passes its class weight as
     ``weight``, ``smooth_labels`` its factor as ``smoothing``. ``promote`` False: the loss
     computes half precision in float32 itself (tile by tile), so no transform casts its
-    arguments.
+    arguments. ``worth_sharding(args)``: whether a large batch of these arguments is worth
+    cutting over CPU streams (default: always; see ``transforms._streams``).
     """
 
     target: int = 1
@@ -57,6 +58,7 @@ class Layout(NamedTuple):
     weight: str | None = None
     smoothing: str | None = None
     promote: bool = True
+    worth_sharding: Callable[[Sequence[Any]], bool] | None = None
 
 
 def layout_of(loss: Loss) -> Layout:
@@ -128,7 +130,6 @@ def transform(body: Body, loss: Loss, *trailing_axes: int | None) -> Loss:
     rule = batch_rule(loss)
     if rule is not None:
         transformed.batch_rule = lambda *args, **static: body(rule, 1, *args, **static)  # type: ignore[attr-defined]
-        transformed.batch_rule.worth_sharding = getattr(rule, "worth_sharding", None)  # type: ignore[attr-defined]
     return with_trailing_axes(transformed, loss, *trailing_axes)
 
 
@@ -193,8 +194,8 @@ def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, stati
         return _empty_batch(loss, args, axes, static)
     rule = batch_rule(loss)
     if rule is not None and axes == default and all(ax in (0, None) for ax in axes):
-        worth = getattr(rule, "worth_sharding", None)
-        if layout_of(loss).shared or (worth is not None and not worth(args)):
+        layout = layout_of(loss)
+        if layout.shared or (layout.worth_sharding is not None and not layout.worth_sharding(args)):
             # A loss sharing a large argument (a vocabulary) tiles its batch itself; one whose
             # example costs a gather gains less than the shards' concatenation costs.
             return rule(*args, **static)
