@@ -170,3 +170,48 @@ def test_unknown_reduction_in_a_module_raises_at_construction():
 def test_non_array_input_names_the_argument():
     with pytest.raises(TypeError, match="input must be an mx.array, got object"):
         F.l1_loss(object(), mx.zeros(2))
+
+
+# Value checks of a large input under mx.grad: there the check is evaluated apart from the loss
+# (or, for BCE, whose gradient is a custom vjp, after the loss turned out nan).
+_N = 1 << 16  # rows: at least SHAPE_DEPENDENT_ABOVE elements of input, where the probe runs
+
+
+def _large(kind, bad):
+    """(loss of the input, input, error, message) with one bad value in a large batch, or none."""
+    x = mx.random.uniform(0.1, 0.9, (_N, 2), key=mx.random.key(0))
+    index = mx.zeros((_N,), dtype=mx.int32)
+    if kind == "cross_entropy":
+        y = index.at[7].add(5) if bad else index
+        return (lambda a, r: F.cross_entropy(a, y, reduction=r)), x, IndexError, "class index 5"
+    if kind == "nll_loss":
+        y = index.at[7].add(-3) if bad else index
+        return (lambda a, r: F.nll_loss(a, y, reduction=r)), x, IndexError, "class index -3"
+    if kind == "bce input":
+        p = x.at[3, 1].add(1.0) if bad else x
+        return (lambda a, r: F.binary_cross_entropy(a, mx.zeros_like(a), reduction=r)), p, ValueError, "elements of input"
+    if kind == "bce target":
+        y = mx.zeros_like(x).at[3, 1].add(-1.0) if bad else mx.zeros_like(x)
+        return (lambda a, r: F.binary_cross_entropy(a, y, reduction=r)), x, ValueError, "elements of target"
+    if kind == "gaussian var":
+        var = mx.ones_like(x).at[5, 0].add(-2.0) if bad else mx.ones_like(x)
+        return (lambda a, r: F.gaussian_nll_loss(a, mx.zeros_like(a), var, reduction=r)), x, ValueError, "var has negative"
+    y = index.at[9].add(2) if bad else index  # multi_margin_loss
+    return (lambda a, r: F.multi_margin_loss(a, y, reduction=r)), x, IndexError, "class index 2"
+
+
+LARGE_CHECKS = ("cross_entropy", "nll_loss", "bce input", "bce target", "gaussian var", "multi_margin_loss")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("kind", LARGE_CHECKS)
+def test_value_checks_of_a_large_input_raise_under_grad(kind, reduction):
+    loss, x, error, match = _large(kind, bad=True)
+    with pytest.raises(error, match=match):
+        loss(x, reduction)
+    with pytest.raises(error, match=match):
+        mx.value_and_grad(lambda a: loss(a, reduction).sum())(x)
+    loss, x, _, _ = _large(kind, bad=False)
+    value, grad = mx.value_and_grad(lambda a: loss(a, reduction).sum())(x)
+    assert value.item() == loss(x, reduction).sum().item()
+    assert grad.shape == x.shape and bool(mx.all(mx.isfinite(grad)))

@@ -142,7 +142,10 @@ def binary_cross_entropy(
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
     out, ok = _binary(_bce, input, target, weight, reduction, check=_probabilities)
-    C.raise_unless(ok, out, lambda: C.unit_interval_error("input" if not C.in_unit_interval(input).item() else "target"), input)
+    def error() -> Exception:  # which array failed, found on failure only
+        return C.unit_interval_error("input" if not C.in_unit_interval(input).item() else "target")
+
+    C.raise_unless(ok, out, error, input, own_vjp=True)  # its gradient is _bce's custom vjp
     return out
 
 
