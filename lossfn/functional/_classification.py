@@ -142,6 +142,7 @@ def binary_cross_entropy(
     C.check_floating(target, "target")
     C.check_same_shape(input, target, "input", "target")
     out, ok = _binary(_bce, input, target, weight, reduction, check=_probabilities)
+
     def error() -> Exception:  # which array failed, found on failure only
         return C.unit_interval_error("input" if not C.in_unit_interval(input).item() else "target")
 
