@@ -16,7 +16,8 @@ evaluated too, as in training) and ``torch.autograd.grad`` after the forward. Un
 ``mx.value_and_grad`` MLX runs a compiled function as plain code (its inputs are tracers), so
 there mlx-c is MLX eager and our graphs are traced again on every call; two more columns time
 the step compiled whole, ``mx.compile(mx.value_and_grad(...))``: ``ours-cs`` and ``mlx-cs``
-(inside a user's compile nothing is sharded over CPU streams). The target of
+(inside a user's compile nothing is sharded over CPU streams, unless ``--fixed-shapes``
+promises fixed shapes: ``transforms.fixed_shapes``). The target of
 the foundation issue is ``ours / mlx-c <= 1.05`` at the median over the cases; the speed
 issue's, at most 0.5 at the median of the exp/log-heavy cases (``EXP_LOG_HEAVY``, printed
 under each table). ``--streams 1`` times lossfn on one CPU stream (``transforms.cpu_streams``).
@@ -779,7 +780,8 @@ def environment() -> str:
     parts = [
         f"mlx {mx.__version__} ({mx.default_device()})",
         f"numpy {np.__version__}",
-        f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs, lossfn on {T.cpu_streams()} CPU streams",
+        f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs, lossfn on {T.cpu_streams()} CPU streams"
+        + (", fixed shapes promised" if T.fixed_shapes() else ""),
     ]
     if torch is not None:
         parts.append(
@@ -815,9 +817,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--streams", type=int, default=None, help="CPU streams lossfn shards large batches over (transforms.cpu_streams; default 2)"
     )
+    parser.add_argument(
+        "--fixed-shapes", action="store_true", help="promise fixed shapes (transforms.fixed_shapes): ours-cs shards and stages"
+    )
     args = parser.parse_args(argv)
     if args.streams is not None:
         T.cpu_streams(args.streams)
+    if args.fixed_shapes:
+        T.fixed_shapes(True)
     mx.set_cache_limit(1 << 32)  # buffers reused between calls, for every candidate alike
     if args.beyond:
         import bench_beyond

@@ -123,3 +123,39 @@ def test_cpu_streams_setting():
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="count must be a positive int"):
             T.cpu_streams(bad)
+
+
+def test_inside_a_users_compile_only_when_shapes_are_promised_fixed(monkeypatch):
+    calls = []
+    original = _streams._stream
+    monkeypatch.setattr(_streams, "_stream", lambda i: calls.append(i) or original(i))
+    x, y, w = _batch()
+    loss = lambda a, b, c: F.cross_entropy(a, b, weight=c, label_smoothing=0.1)  # noqa: E731
+    eager = _on(2, mx.value_and_grad(loss), x, y, w)
+    calls.clear()
+    _bitwise_equal(_on(2, mx.compile(mx.value_and_grad(loss)), x, y, w), eager)
+    assert calls == []  # no promise: nothing cut
+    with T.fixed_shapes(True):
+        assert T.fixed_shapes()
+        promised = _on(2, mx.compile(mx.value_and_grad(loss)), x, y, w)
+        assert calls == [1]
+        xs, ys = mx.stack([x, x[::-1]]), mx.stack([y, y[::-1]])
+        twice = mx.vmap(mx.value_and_grad(loss), in_axes=(0, 0, None))
+        vmapped = _on(2, twice, xs, ys, w)
+    assert not T.fixed_shapes()
+    _bitwise_equal(promised, eager)
+    _bitwise_equal(vmapped, _on(1, twice, xs, ys, w))
+
+
+def test_a_broken_promise_raises_and_never_gives_a_wrong_number():
+    # Under a shapeless compile the staged sum (a custom function) and the shards cannot be
+    # given new shapes: MLX refuses the graph at its first call.
+    x, y = (mx.array(rng.standard_normal(1 << 18).astype(np.float32)) for _ in range(2))
+    scores, labels, _ = _batch()
+    losses = {"mse_loss": (F.mse_loss, x, y), "cross_entropy": (F.cross_entropy, scores, labels)}
+    with T.fixed_shapes(True):
+        for loss, a, b in losses.values():
+            with pytest.raises(ValueError, match="infer output shapes"):
+                mx.eval(mx.compile(loss, shapeless=True)(a, b))
+    with pytest.raises(TypeError, match="promise must be a bool"):
+        T.fixed_shapes(1)

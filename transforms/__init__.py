@@ -28,6 +28,7 @@ from ._scale_out import sum_gradients as sum_gradients
 from ._smoothing import smooth_labels as smooth_labels
 from ._streams import cpu_streams as cpu_streams
 from ._sums import accurate_sum as accurate_sum
+from ._tracing import fixed_shapes as fixed_shapes
 from ._tree import reduce_tree as reduce_tree
 from ._tree import tree_loss as tree_loss
 from ._weighting import rescaled as rescaled
@@ -45,6 +46,7 @@ __all__ = [
     "clipped_grad",
     "compiled",
     "cpu_streams",
+    "fixed_shapes",
     "grad_norms",
     "ignore_index",
     "is_index",

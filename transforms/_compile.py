@@ -11,7 +11,7 @@ import optree
 
 from . import _scale_out, _streams
 from ._batching import Loss, batch_rule, named_like, with_trailing_axes
-from ._tracing import SHAPE_DEPENDENT_ABOVE, OwnTrace, in_own_trace, own_trace, transformation
+from ._tracing import SHAPE_DEPENDENT_ABOVE, OwnTrace, in_own_trace, own_trace, shapes_may_be_read
 
 
 @overload
@@ -69,7 +69,7 @@ def _own_trace_for(args: Any) -> OwnTrace:
     arrays = [x for x in optree.tree_leaves(args) if isinstance(x, mx.array)]
     if sum(x.size for x in arrays) < SHAPE_DEPENDENT_ABOVE:
         return OwnTrace(static=True, shard=False)
-    static = transformation(arrays) != "trace"
+    static = shapes_may_be_read(arrays)
     return OwnTrace(static=static, shard=static and _streams.may_shard(arrays, static=static))
 
 

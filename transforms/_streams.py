@@ -12,8 +12,8 @@ Only on the CPU (a GPU has one queue that is already parallel), and only for a b
 enough that the work hides the 50 us of a second stream's synchronisation (below
 ``SHARD_ABOVE`` nothing changes), of examples of at least 16 elements (a 1-D element-wise
 loss is cheaper than concatenating its shards). Eagerly and under ``mx.grad``; not inside a user's
-``mx.compile`` or ``mx.vmap``, whose graph would keep the shard sizes (a shapeless compile
-refuses them). ``transforms.compiled`` shards inside its own graphs when called with plain
+``mx.compile`` or ``mx.vmap`` unless ``fixed_shapes(True)`` promises fixed shapes: their graph
+would keep the shard sizes (a shapeless compile refuses them). ``transforms.compiled`` shards inside its own graphs when called with plain
 arrays or under ``mx.grad``. ``cpu_streams(1)`` turns it off.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import mlx.core as mx
 import optree
 
-from ._tracing import OwnTrace, in_own_trace, own_trace, transformation
+from ._tracing import OwnTrace, in_own_trace, own_trace, shapes_may_be_read
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
 _EXAMPLE_AT_LEAST = 16  # elements per example: below, the shards' concatenation outweighs the gain (mse_loss at 16M: 1.3x slower)
@@ -94,7 +94,8 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
 def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
     """Whether a batch of ``arrays`` may be cut now: on the CPU, at least ``SHARD_ABOVE``
     elements, and not traced by a user's ``mx.compile`` or ``mx.vmap`` (whose graph would keep
-    the shard sizes, and which a shapeless compile refuses: "Split cannot infer output shapes").
+    the shard sizes, and which a shapeless compile refuses: "Split cannot infer output shapes")
+    unless ``fixed_shapes(True)`` promised fixed shapes.
     Inside ``transforms.compiled``'s own trace, what it decided; ``static``: known already."""
     own = in_own_trace()
     if own is not None:
@@ -104,7 +105,7 @@ def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
     arrays = [x for x in optree.tree_leaves(arrays) if isinstance(x, mx.array)]
     if sum(x.size for x in arrays) < SHARD_ABOVE:
         return False
-    return static if static is not None else transformation(arrays) != "trace"
+    return static if static is not None else shapes_may_be_read(arrays)
 
 
 def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:

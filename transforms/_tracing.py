@@ -3,6 +3,8 @@
 Code that evaluates (CTC's compiled scan) or that builds on the arrays' shapes (sharding over
 streams, staging a long sum) must know whether it is being traced by ``mx.compile`` or
 ``mx.vmap``, where nothing can be evaluated and a shapeless compile infers every shape again.
+A shapeless compile cannot be told from one with fixed shapes, so traced code builds on no
+shape unless the user promises fixed shapes (``fixed_shapes(True)``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import mlx.core as mx
 
@@ -29,6 +31,7 @@ class OwnTrace(NamedTuple):
 _own_trace: contextvars.ContextVar[OwnTrace | None] = contextvars.ContextVar("own_trace", default=None)
 
 _traced: list[bool] = []
+_promise = {"fixed_shapes": False}
 
 
 def _probe_body(x: mx.array) -> mx.array:
@@ -59,6 +62,39 @@ def transformation(arrays: Sequence[mx.array]) -> Literal["eager", "grad", "trac
     return "grad"
 
 
+def fixed_shapes(promise: bool | None = None) -> Any:
+    """Whether every ``mx.compile`` that traces these losses has fixed shapes (default False).
+
+    ``fixed_shapes()`` returns the setting. ``fixed_shapes(True)`` promises it, and returns a
+    context manager that restores the previous setting on exit. Inside a user's
+    ``mx.compile`` (MLX's default, ``shapeless=False``) or ``mx.vmap``, large batches are then
+    sharded over the CPU streams and long sums staged as one flat array, as they are eagerly.
+    The numbers are the same either way. Under ``mx.compile(..., shapeless=True)`` the promise
+    is broken: MLX then refuses the graph at its first call for a large batch ("cannot infer
+    output shapes"), and never computes a wrong number.
+    """
+    if promise is None:
+        return _promise["fixed_shapes"]
+    if not isinstance(promise, bool):
+        raise TypeError(f"fixed_shapes: promise must be a bool, got {promise!r}")
+    previous, _promise["fixed_shapes"] = _promise["fixed_shapes"], promise
+    return _restoring(previous)
+
+
+@contextlib.contextmanager
+def _restoring(previous: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        _promise["fixed_shapes"] = previous
+
+
+def shapes_may_be_read(arrays: Sequence[mx.array]) -> bool:
+    """Whether a graph built now on ``arrays`` may depend on their shapes: not traced by a
+    user's ``mx.compile`` or ``mx.vmap``, or traced under the promise of ``fixed_shapes``."""
+    return _promise["fixed_shapes"] or transformation(arrays) != "trace"
+
+
 @contextlib.contextmanager
 def own_trace(trace: OwnTrace) -> Iterator[None]:
     """``transforms.compiled`` tracing its graph, as it decided."""
@@ -79,4 +115,4 @@ def static_shapes(arrays: Sequence[mx.array]) -> bool:
     ``mx.grad``, in ``transforms.compiled``'s graph for such a call; not in a user's
     ``mx.compile`` (perhaps shapeless) or ``mx.vmap``."""
     own = in_own_trace()
-    return own.static if own is not None else transformation(arrays) != "trace"
+    return own.static if own is not None else shapes_may_be_read(arrays)
