@@ -113,6 +113,6 @@ def in_own_trace() -> OwnTrace | None:
 def static_shapes(arrays: Sequence[mx.array]) -> bool:
     """Whether a graph built now on ``arrays`` may depend on their shapes: eagerly, under
     ``mx.grad``, in ``transforms.compiled``'s graph for such a call; not in a user's
-    ``mx.compile`` (perhaps shapeless) or ``mx.vmap``."""
+    ``mx.compile`` (perhaps shapeless) or ``mx.vmap``, unless ``fixed_shapes`` was promised."""
     own = in_own_trace()
     return own.static if own is not None else shapes_may_be_read(arrays)
