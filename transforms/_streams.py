@@ -19,15 +19,14 @@ arrays or under ``mx.grad``. ``cpu_streams(1)`` turns it off.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
 import optree
 
-from ._tracing import OwnTrace, in_own_trace, own_trace, shapes_may_be_read
+from ._tracing import OwnTrace, in_own_trace, own_trace, restoring, shapes_may_be_read
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
 _EXAMPLE_AT_LEAST = 16  # elements per example: below, the shards' concatenation outweighs the gain (mse_loss at 16M: 1.3x slower)
@@ -46,15 +45,7 @@ def cpu_streams(count: int | None = None) -> Any:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"cpu_streams: count must be a positive int, got {count!r}")
     previous, _setting["streams"] = _setting["streams"], count
-    return _restoring(previous)
-
-
-@contextlib.contextmanager
-def _restoring(previous: int) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        _setting["streams"] = previous
+    return restoring(_setting, "streams", previous)
 
 
 def _stream(i: int) -> mx.Stream:

@@ -78,15 +78,16 @@ def fixed_shapes(promise: bool | None = None) -> Any:
     if not isinstance(promise, bool):
         raise TypeError(f"fixed_shapes: promise must be a bool, got {promise!r}")
     previous, _promise["fixed_shapes"] = _promise["fixed_shapes"], promise
-    return _restoring(previous)
+    return restoring(_promise, "fixed_shapes", previous)
 
 
 @contextlib.contextmanager
-def _restoring(previous: bool) -> Iterator[None]:
+def restoring(settings: dict[str, Any], key: str, previous: Any) -> Iterator[None]:
+    """A setting just changed, as a context manager: ``settings[key]`` is ``previous`` again on exit."""
     try:
         yield
     finally:
-        _promise["fixed_shapes"] = previous
+        settings[key] = previous
 
 
 def shapes_may_be_read(arrays: Sequence[mx.array]) -> bool:
