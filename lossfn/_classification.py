@@ -232,8 +232,9 @@ def _positive_part(z: mx.array) -> mx.array:
 
     As ``z/2 + |z|/2`` (``|z|``'s gradient at 0 is 0), not a ``where``: in a fused CPU kernel
     that compiles to a branch, mispredicted on logits of random sign (5 ns per element
-    against 0.3), and ``maximum`` has gradient 0 at 0. ``z`` is floored at the largest negative float first (a branch that data
-    never takes), so ``-inf`` gives 0, not ``-inf + inf``.
+    against 0.3), and ``maximum`` has gradient 0 at 0. ``z`` is floored at the largest
+    negative float first (a branch that data never takes), so ``-inf`` gives 0, not
+    ``-inf + inf``.
     """
     z = mx.maximum(z, mx.finfo(z.dtype).min)
     return 0.5 * z + 0.5 * mx.abs(z)

@@ -11,10 +11,11 @@ the streams are kept.
 Only on the CPU (a GPU has one queue that is already parallel), and only for a batch large
 enough that the work hides the 50 us of a second stream's synchronisation (below
 ``SHARD_ABOVE`` nothing changes), of examples of at least 16 elements (a 1-D element-wise
-loss is cheaper than concatenating its shards). Eagerly and under ``mx.grad``; not inside a user's
-``mx.compile`` or ``mx.vmap`` unless ``fixed_shapes(True)`` promises fixed shapes: their graph
-would keep the shard sizes (a shapeless compile refuses them). ``transforms.compiled`` shards inside its own graphs when called with plain
-arrays or under ``mx.grad``. ``cpu_streams(1)`` turns it off.
+loss is cheaper than concatenating its shards). Eagerly and under ``mx.grad``; not inside a
+user's ``mx.compile`` or ``mx.vmap`` unless ``fixed_shapes(True)`` promises fixed shapes: their
+graph would keep the shard sizes (a shapeless compile refuses them). ``transforms.compiled``
+shards inside its own graphs when called with plain arrays or under ``mx.grad``.
+``cpu_streams(1)`` turns it off.
 """
 
 from __future__ import annotations
