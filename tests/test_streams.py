@@ -159,3 +159,68 @@ def test_a_broken_promise_raises_and_never_gives_a_wrong_number():
                 mx.eval(mx.compile(loss, shapeless=True)(a, b))
     with pytest.raises(TypeError, match="promise must be a bool"):
         T.fixed_shapes(1)
+
+
+def _cuts_recorded(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = _streams._stream
+    monkeypatch.setattr(_streams, "_stream", lambda i: calls.append(i) or original(i))
+    return calls
+
+
+# Small examples (a 1-D element-wise loss) are cut only for a reduction: each shard's runs are
+# summed on its stream, unconcatenated. 2**19 + 77 elements: cut at a multiple of 256, the
+# last run padded.
+M = (1 << 19) + 77
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_elementwise_losses_of_scalar_examples_are_cut_for_a_reduction_and_bitwise(monkeypatch, reduction):
+    calls = _cuts_recorded(monkeypatch)
+    p = mx.array(rng.uniform(0.01, 0.99, M).astype(np.float32))
+    t = mx.array(rng.uniform(size=M).astype(np.float32))
+    var = mx.array(rng.uniform(0.5, 2, M).astype(np.float32))
+    losses = {
+        "binary_cross_entropy": lambda a: F.binary_cross_entropy(a, t, reduction=reduction),
+        "mse_loss": lambda a: F.mse_loss(a, t, reduction=reduction),
+        "gaussian_nll_loss": lambda a: F.gaussian_nll_loss(a, t, var, reduction=reduction),
+        "huber_loss": lambda a: F.huber_loss(a, t, reduction=reduction, delta=0.3),
+    }
+    for name, loss in losses.items():
+        calls.clear()
+        two = _on(2, mx.value_and_grad(loss), p)
+        assert set(calls) == {1}, name
+        _bitwise_equal(two, _on(1, mx.value_and_grad(loss), p))
+        _bitwise_equal(_on(2, loss, p), two[0])
+    calls.clear()
+    _on(2, lambda a: F.mse_loss(a, t, reduction="none"), p)
+    assert calls == []  # 'none' would concatenate the shards: not worth it
+
+
+def test_small_weighted_examples_are_cut_for_a_mean_and_bitwise(monkeypatch):
+    # Ten classes: an example of 10 scores and an index, a Weighted (loss, class weight) out.
+    calls = _cuts_recorded(monkeypatch)
+    n, c = (1 << 15) + 3, 10
+    x = mx.array(rng.standard_normal((n, c)).astype(np.float32))
+    y = mx.array(np.where(rng.uniform(size=n) < 0.2, -100, rng.integers(0, c, n)).astype(np.int32))
+    w = mx.array(rng.uniform(0.5, 1.5, c).astype(np.float32))
+    loss = mx.value_and_grad(lambda a: F.cross_entropy(a, y, weight=w, label_smoothing=0.05))
+    two = _on(2, loss, x)
+    assert set(calls) == {1}
+    _bitwise_equal(two, _on(1, loss, x))
+    per_example = T.reduce(T.ignore_index(T.weighted(lossfn.cross_entropy)), "mean")
+    _bitwise_equal(_on(2, mx.value_and_grad(per_example), x, y, w), _on(1, mx.value_and_grad(per_example), x, y, w))
+
+
+def test_cut_scalar_examples_compose_with_a_promised_compile_and_stay_exact(monkeypatch):
+    calls = _cuts_recorded(monkeypatch)
+    x = mx.array(rng.standard_normal(M).astype(np.float32))
+    t = mx.array(rng.standard_normal(M).astype(np.float32))
+    loss = mx.value_and_grad(lambda a: F.smooth_l1_loss(a, t, beta=0.5))
+    with T.fixed_shapes(True):
+        compiled = _on(2, mx.compile(loss), x)
+    assert set(calls) == {1}
+    _bitwise_equal(compiled, _on(1, loss, x))
+    d = np.asarray(x, np.float64) - np.asarray(t, np.float64)
+    expected = np.where(np.abs(d) < 0.5, 0.5 * d**2 / 0.5, np.abs(d) - 0.25).mean()
+    np.testing.assert_allclose(float(compiled[0]), expected, rtol=1e-6)

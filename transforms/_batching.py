@@ -179,11 +179,13 @@ def _leading_size(tree: Any, axis: int) -> int | None:
     return leaf.shape[axis]
 
 
-def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, static: dict[str, Any]) -> Any:
+def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, static: dict[str, Any], reduced: bool = False) -> Any:
     """The per-example outputs of ``loss`` over the batch, batch axis first: its batch rule, or ``mx.vmap``.
 
     The rule applies where the batch is the leading axis of the batched arguments and the
-    shared ones are those the loss's transforms declared (the default ``in_axes``).
+    shared ones are those the loss's transforms declared (the default ``in_axes``). Where a
+    reduction follows (``reduced``), a large batch of small examples may come back as
+    ``_streams.Shards``, for the reduction to sum shard by shard.
     """
     default = batch_axes(loss, len(args))
     axes = default if in_axes is None else tuple(in_axes)
@@ -199,8 +201,8 @@ def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, stati
             # A loss sharing a large argument (a vocabulary) tiles its batch itself; one whose
             # example costs a gather gains less than the shards' concatenation costs.
             return rule(*args, **static)
-        return sharded(lambda *shard: rule(*shard, **static), args, axes, size)
-    return sharded(lambda *shard: vmap_batch(loss, shard, axes, static), args, axes, size)
+        return sharded(lambda *shard: rule(*shard, **static), args, axes, size, reduced)
+    return sharded(lambda *shard: vmap_batch(loss, shard, axes, static), args, axes, size, reduced)
 
 
 def vmap_batch(loss: Loss, args: tuple[Any, ...], axes: tuple[int | None, ...], static: dict[str, Any] | None = None) -> Any:

@@ -25,6 +25,7 @@ import mlx.core as mx
 from . import _scale_out
 from ._batching import InAxes, Loss, as_arrays, name_of, named_like, promoted, run_batched
 from ._precision import cast_floats, result_dtype
+from ._streams import Shards
 from ._sums import batch_mean, mean, total
 
 Reduction = Literal["none", "sum", "mean", "batchmean"]
@@ -38,7 +39,10 @@ class Weighted(NamedTuple):
     weight: mx.array
 
 
-def value_of(out: mx.array | Weighted) -> mx.array:
+def value_of(out: Any) -> Any:
+    """The values of an output (an array or a ``Weighted``), or of each of its ``Shards``."""
+    if isinstance(out, Shards):
+        return out.map(value_of)
     return out.value if isinstance(out, Weighted) else out
 
 
@@ -73,7 +77,8 @@ def reduce(loss: Loss, reduction: Reduction = "mean", *, in_axes: InAxes | None 
         if not args:
             raise TypeError(f"{name_of(loss)}: reduce needs at least one batched argument")
         args = as_arrays(args)
-        out = run_batched(loss, promoted(loss, args), in_axes, static)
+        local = reduction != "none" and group is None and _scale_out.current() is None  # may take Shards
+        out = run_batched(loss, promoted(loss, args), in_axes, static, reduced=local)
         return cast_floats(reduce_batch(out, reduction, group=group), result_dtype(args))
 
     return reduced_loss
@@ -102,7 +107,7 @@ def reduce_values(out: Any, reduction: Reduction, *, group: Any = None) -> Any:
         result = total(value)
     elif reduction == "batchmean":
         result = batch_mean(value)
-    elif isinstance(out, Weighted):
+    elif isinstance(out.outs[0] if isinstance(out, Shards) else out, Weighted):
         result = _divide_or_nan(total(value), total(_weights(out)))
     else:
         result = mean(value)
@@ -141,8 +146,10 @@ def _parts(out: Any, reduction: Reduction) -> tuple[mx.array, mx.array]:
     return total(value), mx.stop_gradient(total(count))
 
 
-def _weights(out: Weighted) -> mx.array:
-    """The weight of each element of ``out.value`` (a per-example weight broadcast over its elements)."""
+def _weights(out: Any) -> Any:
+    """The weight of each element of ``out.value`` (a per-example weight broadcast over its elements); of each shard's."""
+    if isinstance(out, Shards):
+        return out.map(_weights)
     return out.weight if out.weight.shape == out.value.shape else out.weight + mx.zeros_like(out.value)
 
 

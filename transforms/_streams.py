@@ -8,10 +8,15 @@ reduction of them, are bitwise those of one stream, run to run. Gradients follow
 shard's backward pass runs on the stream of its forward operations. Inside ``mx.compile``
 the streams are kept.
 
+Examples of fewer than 16 elements (a 1-D element-wise loss) cost too little to pay for the
+concatenation (``mse_loss`` at 16M: 1.3x slower). They are cut only for a reduction, which
+takes their ``Shards`` unconcatenated: each shard's first stage of the staged sum runs on its
+stream (``_sums``), and the cuts fall on multiples of 256 examples, where the runs of that
+sum begin, so the result is bitwise that of one stream too.
+
 Only on the CPU (a GPU has one queue that is already parallel), and only for a batch large
 enough that the work hides the 50 us of a second stream's synchronisation (below
-``SHARD_ABOVE`` nothing changes), of examples of at least 16 elements (a 1-D element-wise
-loss is cheaper than concatenating its shards). Eagerly and under ``mx.grad``; not inside a
+``SHARD_ABOVE`` nothing changes). Eagerly and under ``mx.grad``; not inside a
 user's ``mx.compile`` or ``mx.vmap`` unless ``fixed_shapes(True)`` promises fixed shapes: their
 graph would keep the shard sizes (a shapeless compile refuses them). ``transforms.compiled``
 shards inside its own graphs when called with plain arrays or under ``mx.grad``.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import optree
@@ -30,7 +35,8 @@ import optree
 from ._tracing import OwnTrace, in_own_trace, own_trace, restoring, shapes_may_be_read
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
-_EXAMPLE_AT_LEAST = 16  # elements per example: below, the shards' concatenation outweighs the gain (mse_loss at 16M: 1.3x slower)
+_EXAMPLE_AT_LEAST = 16  # elements per example: below, only a reduction cuts the batch (no concatenation)
+_ALIGN = 256  # small examples are cut at multiples of this: _sums' run length, so each run lies in one shard
 _setting = {"streams": min(os.cpu_count() or 1, 2)}
 _streams: list[mx.Stream] = []
 
@@ -55,31 +61,47 @@ def _stream(i: int) -> mx.Stream:
     return _streams[i - 1]
 
 
-def _shards(size: int, count: int) -> list[int]:
-    """Where to cut ``size`` examples into ``count`` contiguous shards of nearly equal size."""
-    return [size * k // count for k in range(1, count)]
+def _shards(size: int, count: int, align: int = 1) -> list[int]:
+    """Where to cut ``size`` examples into ``count`` contiguous shards of nearly equal size, at
+    multiples of ``align``; none (``[]``) for fewer than two shards."""
+    cuts = [size * k // count // align * align for k in range(1, count)]
+    return cuts if count > 1 and 0 < cuts[0] and cuts[-1] < size and len(set(cuts)) == len(cuts) else []
 
 
-def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | None, ...], size: int) -> Any:
+class Shards(NamedTuple):
+    """A batch's per-example outputs, one per shard, unconcatenated: ``outs[k]`` computed on ``streams[k]``."""
+
+    outs: list[Any]
+    streams: list[mx.Stream]
+
+    def map(self, f: Callable[[Any], Any]) -> Shards:
+        return Shards([f(out) for out in self.outs], self.streams)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.outs[0].dtype
+
+
+def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | None, ...], size: int, reduced: bool = False) -> Any:
     """``run(*args)``, a batch of ``size`` examples cut into one shard per stream.
 
     Arguments on axis 0 are cut, shared ones (axis ``None``) passed whole; arguments that are
-    pytrees, or batched on another axis, run unsharded.
+    pytrees, or batched on another axis, run unsharded. A batch of small examples is cut only
+    where a reduction follows (``reduced``), and comes back as ``Shards``.
     """
-    count = min(_setting["streams"], size)
     batched = [a for a, ax in zip(args, axes) if ax is not None]
-    if (
-        count < 2
-        or any(ax not in (0, None) or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None)
-        or sum(a.size for a in batched) < _EXAMPLE_AT_LEAST * size  # scalar examples: the concatenation costs what the loss does
-        or not may_shard(batched)
-    ):
+    if any(ax != 0 or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None):
         return run(*args)
-    cuts = _shards(size, count)
+    small = sum(a.size for a in batched) < _EXAMPLE_AT_LEAST * size
+    cuts = _shards(size, min(_setting["streams"], size), _ALIGN if small else 1)
+    if not cuts or (small and not reduced) or not may_shard(batched):
+        return run(*args)
     parts = [None if ax is None else mx.split(a, cuts, axis=0) for a, ax in zip(args, axes)]
-    shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(count)]
+    shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(len(cuts) + 1)]
     with own_trace(OwnTrace(static=True, shard=False)):  # shapes are fixed where we shard; no shards within a shard
         outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
+    if small:
+        return Shards(outs, streams_for(len(outs)))
     return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs)
 
 
@@ -100,10 +122,15 @@ def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
     return static if static is not None else shapes_may_be_read(arrays)
 
 
+def streams_for(count: int) -> list[mx.Stream]:
+    """The streams of ``count`` jobs: the default CPU stream, then the shard streams."""
+    return [mx.default_stream(mx.cpu) if k == 0 else _stream(k) for k in range(count)]
+
+
 def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:
     """Each job's graph built on its own CPU stream (the first on the default one), to run in parallel when evaluated."""
     outs = []
-    for k, job in enumerate(jobs):
-        with mx.stream(mx.default_stream(mx.cpu) if k == 0 else _stream(k)):
+    for job, stream in zip(jobs, streams_for(len(jobs))):
+        with mx.stream(stream):
             outs.append(job())
     return outs

@@ -18,11 +18,14 @@ Nothing depends on the batch size, which is read at run time: the same graph is 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
 from ._precision import HALF
+from ._streams import Shards
 from ._tracing import SHAPE_DEPENDENT_ABOVE, static_shapes
 
 _RUN = 256  # the longest float32 run: within 1e-7 relative, and as fast as one flat sum
@@ -64,7 +67,11 @@ def _row_totals(runs: mx.array) -> mx.array:
 
 def _examples(x: mx.array) -> mx.array:
     """``x`` ``(N, ...)`` as rows ``(N, S)``, one example per row (a 0-d or 1-d ``x``: one element per row)."""
-    return x.reshape(-1, 1) if x.ndim <= 1 or x.size == 0 else x.reshape(-1, math.prod(x.shape[1:]))
+    return x.reshape(-1, _row_size(x))
+
+
+def _row_size(x: mx.array) -> int:
+    return 1 if x.ndim <= 1 or x.size == 0 else math.prod(x.shape[1:])
 
 
 def _widened(x: mx.array) -> mx.array:
@@ -77,62 +84,97 @@ def _widened(x: mx.array) -> mx.array:
     return (mx.contiguous(x) if dtype == mx.float64 and x.size >= _MATERIALISE else x).astype(dtype)
 
 
-def _flat_total(x: mx.array) -> mx.array | None:
-    """The total of all of ``x``, in the accumulator dtype, from float32 sums of runs of ``_RUN``
-    elements of its flat array (zero-padded at the end); ``None`` for a short ``x`` or where
-    the graph may not depend on its size (see ``_tracing.static_shapes``).
+def _flat_total(parts: list[mx.array], streams: list[mx.Stream | None]) -> mx.array | None:
+    """The total of all of ``parts`` (their flat arrays end to end), in the accumulator dtype,
+    from float32 sums of runs of ``_RUN`` elements of each (zero-padded at the end); ``None``
+    for a short total or where the graph may not depend on its size (see
+    ``_tracing.static_shapes``). Each part's runs are summed on its stream.
 
     For what ``_runs`` cannot stage (scalar examples, rows of a size without a divisor): 5x
     faster than widening every element (measured at 2**24).
     """
-    if x.size < SHAPE_DEPENDENT_ABOVE or not static_shapes([x]):
+    if sum(x.size for x in parts) < SHAPE_DEPENDENT_ABOVE or not static_shapes(parts):
         return None
-    return _staged_flat(x)
+    return _staged_flat(*parts, streams=streams)
 
 
 @mx.custom_function
-def _staged_flat(x: mx.array) -> mx.array:
-    flat = x.reshape(-1).astype(mx.float32) if x.dtype in HALF else x.reshape(-1)
-    pad = -flat.size % _RUN
-    flat = mx.concatenate([flat, mx.zeros((pad,), flat.dtype)]) if pad else flat
-    return mx.sum(_widened(mx.sum(flat.reshape(-1, _RUN), axis=-1)))
+def _staged_flat(*parts: mx.array, streams: list[mx.Stream | None]) -> mx.array:
+    runs = []
+    for x, stream in zip(parts, streams):
+        with _on(stream):
+            flat = x.reshape(-1).astype(mx.float32) if x.dtype in HALF else x.reshape(-1)
+            pad = -flat.size % _RUN  # where the parts are cut at multiples of _RUN, the last one's only
+            flat = mx.concatenate([flat, mx.zeros((pad,), flat.dtype)]) if pad else flat
+            runs.append(mx.sum(flat.reshape(-1, _RUN), axis=-1))
+    return mx.sum(_widened(_joined(runs)))
 
 
 @_staged_flat.vjp
-def _staged_flat_vjp(x: mx.array, cotangent: mx.array, output: mx.array) -> mx.array:
-    # A sum's gradient, as one broadcast scalar (a one-argument custom function gets its
-    # primal alone): autodiff through the runs would broadcast a (runs, 1) cotangent, which
-    # MLX's CPU kernels of the loss's backward read 2x slower.
-    return mx.broadcast_to(cotangent.astype(x.dtype), x.shape)
+def _staged_flat_vjp(parts: Any, cotangent: mx.array, output: mx.array, streams: list[Any]) -> Any:
+    # A sum's gradient, as one broadcast scalar (a custom function gets its primals alone):
+    # autodiff through the runs would broadcast a (runs, 1) cotangent, which MLX's CPU
+    # kernels of the loss's backward read 2x slower. One primal comes alone, not in a tuple.
+    if isinstance(parts, mx.array):
+        return mx.broadcast_to(cotangent.astype(parts.dtype), parts.shape)
+    return tuple(mx.broadcast_to(cotangent.astype(x.dtype), x.shape) for x in parts)
 
 
-def _staged(x: mx.array) -> tuple[mx.array, mx.array, int, mx.array | None]:
-    """``x``'s examples as rows, their ``_runs`` and run length, and the flat total where the rows cannot stage."""
-    rows = _examples(x)
-    runs, k = _runs(rows)
-    return rows, runs, k, _flat_total(x) if k == 1 else None
+def _on(stream: mx.Stream | None) -> Any:
+    return contextlib.nullcontext() if stream is None else mx.stream(stream)
 
 
-def total(x: mx.array, axis: int | None = None) -> mx.array:
-    """Sum of ``x`` in the accumulator dtype: of every element (the first axis a batch), or along ``axis``."""
+def _joined(arrays: list[mx.array]) -> mx.array:
+    return arrays[0] if len(arrays) == 1 else mx.concatenate(arrays)
+
+
+class _Staged(NamedTuple):
+    rows: int  # how many examples
+    size: int  # how many elements
+    k: int  # the run length of the examples' rows
+    runs: mx.array | None  # their ``_runs``, end to end
+    flat: mx.array | None  # or the flat total, where the rows cannot stage (k == 1)
+
+
+def _staged(x: mx.array | Shards) -> _Staged:
+    """Stage 1 of ``x``'s sum: its examples as rows, and their ``_runs`` (each shard's on its
+    stream), or the flat total where the rows cannot stage."""
+    parts, streams = (x.outs, x.streams) if isinstance(x, Shards) else ([x], [None])
+    rows, size = sum(1 if p.ndim == 0 else p.shape[0] for p in parts), sum(p.size for p in parts)
+    k = _run_length(_row_size(parts[0]))
+    flat = _flat_total(parts, streams) if k == 1 else None
+    if flat is not None:
+        return _Staged(rows, size, k, None, flat)
+    runs = []
+    for part, stream in zip(parts, streams):
+        with _on(stream):
+            runs.append(_runs(_examples(part))[0])
+    return _Staged(rows, size, k, _joined(runs), None)
+
+
+def total(x: mx.array | Shards, axis: int | None = None) -> mx.array:
+    """Sum of ``x`` in the accumulator dtype: of every element (the first axis a batch), or along ``axis``.
+
+    ``Shards`` of a batch (``_streams``) are summed bitwise as their concatenation.
+    """
     if axis is None:
-        _, runs, _, flat = _staged(x)
-        return mx.sum(_widened(runs)) if flat is None else flat
+        staged = _staged(x)
+        return mx.sum(_widened(staged.runs)) if staged.flat is None else staged.flat
     x = x if axis in (-1, x.ndim - 1) else mx.moveaxis(x, axis, -1)
     rows = _row_totals(_runs(x.reshape(-1, x.shape[-1]))[0])
     return rows.reshape(-1, *x.shape[1:-1]) if x.ndim > 1 else rows.reshape(())
 
 
-def mean(x: mx.array) -> mx.array:
+def mean(x: mx.array | Shards) -> mx.array:
     """Mean of every element of ``x`` in the accumulator dtype; ``nan`` for none. The count is read at run time."""
-    _, runs, k, flat = _staged(x)
-    return mx.mean(_widened(runs)) / k if flat is None else flat / x.size
+    staged = _staged(x)
+    return mx.mean(_widened(staged.runs)) / staged.k if staged.flat is None else staged.flat / staged.size
 
 
-def batch_mean(x: mx.array) -> mx.array:
+def batch_mean(x: mx.array | Shards) -> mx.array:
     """The sum of ``x`` ``(N, ...)`` over its ``N`` examples' elements, divided by ``N`` (read at run time)."""
-    rows, runs, _, flat = _staged(x)
-    return mx.mean(_row_totals(runs)) if flat is None else flat / rows.shape[0]
+    staged = _staged(x)
+    return mx.mean(_row_totals(staged.runs)) if staged.flat is None else staged.flat / staged.rows
 
 
 def accurate_sum(x: mx.array, axis: int | None = None) -> mx.array:
