@@ -5,7 +5,7 @@ Run ``python benchmarks/bench_streams.py`` (``--repeats N``). For a few losses t
 forward+backward (``mx.value_and_grad`` wrt the input) with 1 and 2 streams, interleaved;
 a ratio is the median over rounds of ``1 stream / 2 streams`` (above 1: two are faster).
 The threshold is set to 0 for the run, so that the small sizes show what sharding them
-would cost.
+would cost. The 1-D rows are batches of scalar examples, cut only for a reduction.
 """
 
 from __future__ import annotations
@@ -42,8 +42,20 @@ def _label_lists(n: int, c: int) -> mx.array:
     return mx.array(np.argsort(rng.random((n, c)), 1).astype(np.int32))
 
 
+def _flat(make: Callable[[int, int], list[mx.array]], probabilities: bool = False) -> Callable[[int, int], list[mx.array]]:
+    """``make``'s inputs as one 1-D element-wise batch of ``n * c`` scalar examples (the first a probability)."""
+
+    def flat(n: int, c: int) -> list[mx.array]:
+        x, y = (a.reshape(-1) for a in make(n, c))
+        return [mx.sigmoid(x) if probabilities else x, y]
+
+    return flat
+
+
 CASES: list[tuple[str, Callable[..., mx.array], Callable[[int, int], list[mx.array]], int]] = [
     ("cross_entropy", F.cross_entropy, _scores, 1000),
+    ("binary_cross_entropy, 1-D", F.binary_cross_entropy, _flat(_logits, probabilities=True), 1024),
+    ("mse_loss, 1-D", F.mse_loss, _flat(_logits), 1024),
     ("binary_cross_entropy_with_logits", F.binary_cross_entropy_with_logits, _logits, 1024),
     ("soft_margin_loss", lambda x, y: F.soft_margin_loss(x, 2 * (y > 0.5) - 1.0), _logits, 1024),
     ("multilabel_margin_loss", F.multilabel_margin_loss, lambda n, c: [_scores(n, c)[0], _label_lists(n, c)], 100),
@@ -78,7 +90,7 @@ def main() -> None:
             for fn in (lambda: loss(*inputs), lambda: vg(*inputs)):
                 _, ratios = compare_paired({"1": on_streams(1, fn), "2": on_streams(2, fn)}, "2", repeats=args.repeats)
                 cells.append(f"{ratios['1']:.2f}")
-            print(f"| {name} | ({rows}, {classes}) | {rows * classes} | {cells[0]} | {cells[1]} |", flush=True)
+            print(f"| {name} | {tuple(inputs[0].shape)} | {rows * classes} | {cells[0]} | {cells[1]} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,23 @@ def take_class(scores: mx.array, target: mx.array) -> tuple[mx.array, mx.array]:
     """
     valid = valid_class(target, scores.shape[-1])
     safe = mx.where(valid, target, 0)
-    return mx.squeeze(mx.take_along_axis(scores, safe[..., None], axis=-1), -1), valid
+    if scores.ndim == 1:  # one example (under mx.vmap: the batch is not seen)
+        return mx.squeeze(mx.take_along_axis(scores, safe[..., None], axis=-1), -1), valid
+    return _take_flat(scores, safe), valid
+
+
+def _take_flat(scores: mx.array, index: mx.array) -> mx.array:
+    """``scores[..., index]`` as one gather from the flat scores, at ``row * C + index``.
+
+    MLX 0.32's CPU ``take_along_axis`` over the last axis of a large 2-D array is 2.5x slower
+    than this ((8192, 1000): 0.88 ms against 0.36, forward+backward 3.6 against 2.6). The row
+    numbers are a running count, not an ``arange`` of the traced batch size, so a shapeless
+    compile holds; int64, so no offset overflows.
+    """
+    flat = index.reshape(-1)
+    rows = mx.cumsum(mx.ones_like(flat, dtype=mx.int64)) - 1
+    picked = mx.take_along_axis(scores.reshape(-1), rows * scores.shape[-1] + flat, axis=0)
+    return picked if index.ndim == 1 else picked.reshape(-1, *index.shape[1:])
 
 
 def nan_unless(valid: mx.array, x: mx.array) -> mx.array:
