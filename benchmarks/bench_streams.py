@@ -4,7 +4,7 @@ Run ``python benchmarks/bench_streams.py`` (``--repeats N``). For a few losses t
 ``lossfn.functional`` and batch sizes around ``transforms._streams.SHARD_ABOVE``, forward and
 forward+backward (``mx.value_and_grad`` wrt the input) with 1 and 2 streams, interleaved;
 a ratio is the median over rounds of ``1 stream / 2 streams`` (above 1: two are faster).
-The threshold is set to 0 for the run, so that the small sizes show what sharding them
+The thresholds are set to 0 for the run, so that the small sizes show what sharding them
 would cost. The 1-D rows are batches of scalar examples, cut only for a reduction.
 """
 
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     mx.set_cache_limit(1 << 32)
-    _streams.SHARD_ABOVE = 0
+    _streams.SHARD_ABOVE = _streams.SMALL_EXAMPLES_ABOVE = 0
     print(f"mlx {mx.__version__} on {cpu_name()}, {os.cpu_count()} CPUs; ratio: 1 stream / 2 streams (above 1: two are faster)\n")
     print("| loss | batch | elements | forward | forward+backward |")
     print("|---|---|---|---|---|")

@@ -165,6 +165,7 @@ def _cuts_recorded(monkeypatch) -> list[int]:
     calls: list[int] = []
     original = _streams._stream
     monkeypatch.setattr(_streams, "_stream", lambda i: calls.append(i) or original(i))
+    monkeypatch.setattr(_streams, "SMALL_EXAMPLES_ABOVE", _streams.SHARD_ABOVE)  # small arrays, quick tests
     return calls
 
 
@@ -195,6 +196,11 @@ def test_elementwise_losses_of_scalar_examples_are_cut_for_a_reduction_and_bitwi
     calls.clear()
     _on(2, lambda a: F.mse_loss(a, t, reduction="none"), p)
     assert calls == []  # 'none' would concatenate the shards: not worth it
+    monkeypatch.undo()
+    calls = _cuts_recorded(monkeypatch)
+    monkeypatch.setattr(_streams, "SMALL_EXAMPLES_ABOVE", 2 * M + 1)
+    _on(2, mx.value_and_grad(losses["mse_loss"]), p)
+    assert calls == []  # below the threshold of small examples
 
 
 def test_small_weighted_examples_are_cut_for_a_mean_and_bitwise(monkeypatch):

@@ -9,7 +9,8 @@ shard's backward pass runs on the stream of its forward operations. Inside ``mx.
 the streams are kept.
 
 Examples of fewer than 16 elements (a 1-D element-wise loss) cost too little to pay for the
-concatenation (``mse_loss`` at 16M: 1.3x slower). They are cut only for a reduction, which
+concatenation (``mse_loss`` at 16M: 1.3x slower). They are cut only for a reduction, and
+only from ``SMALL_EXAMPLES_ABOVE`` elements on; the reduction
 takes their ``Shards`` unconcatenated: each shard's first stage of the staged sum runs on its
 stream (``_sums``), and the cuts fall on multiples of 256 examples, where the runs of that
 sum begin, so the result is bitwise that of one stream too.
@@ -36,6 +37,11 @@ from ._tracing import OwnTrace, in_own_trace, own_trace, restoring, shapes_may_b
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
 _EXAMPLE_AT_LEAST = 16  # elements per example: below, only a reduction cuts the batch (no concatenation)
+# Small examples are cut from this many elements on: the backward's assembly of the input's
+# gradient from its shards costs what a cheap loss does (mse_loss, 1-D, forward+backward on
+# two streams against one: 0.75x at 2**18 elements, 0.96x at 2**22, 1.16x at 2**24;
+# binary_cross_entropy 1.35x, 1.58x, 2.35x; benchmarks/bench_streams.py).
+SMALL_EXAMPLES_ABOVE = 1 << 23
 _ALIGN = 256  # small examples are cut at multiples of this: _sums' run length, so each run lies in one shard
 _setting = {"streams": min(os.cpu_count() or 1, 2)}
 _streams: list[mx.Stream] = []
@@ -92,9 +98,11 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     batched = [a for a, ax in zip(args, axes) if ax is not None]
     if any(ax != 0 or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None):
         return run(*args)
-    small = sum(a.size for a in batched) < _EXAMPLE_AT_LEAST * size
+    elements = sum(a.size for a in batched)
+    small = elements < _EXAMPLE_AT_LEAST * size
     cuts = _shards(size, min(_setting["streams"], size), _ALIGN if small else 1)
-    if not cuts or (small and not reduced) or not may_shard(batched):
+    worth_it = not small or (reduced and elements >= SMALL_EXAMPLES_ABOVE)
+    if not cuts or not worth_it or not may_shard(batched):
         return run(*args)
     parts = [None if ax is None else mx.split(a, cuts, axis=0) for a, ax in zip(args, axes)]
     shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(len(cuts) + 1)]
