@@ -41,7 +41,7 @@ def test_the_batch_is_really_cut(monkeypatch):
     monkeypatch.setattr(_streams, "_stream", lambda i: calls.append(i) or original(i))
     x, y, _ = _batch()
     _on(2, T.reduce(lossfn.cross_entropy, "none"), x, y)
-    assert calls == [1]
+    assert set(calls) == {1}
     calls.clear()
     _on(2, T.reduce(lossfn.cross_entropy, "none"), x[:100], y[:100])  # below SHARD_ABOVE
     _on(1, T.reduce(lossfn.cross_entropy, "none"), x, y)
@@ -58,7 +58,7 @@ def test_nll_loss_of_class_indices_is_not_cut(monkeypatch):
     _on(2, mx.grad(lambda a: F.nll_loss(a, y)), x)
     assert calls == []
     _on(2, T.reduce(lossfn.nll_loss, "none"), x, mx.softmax(x, axis=-1))  # a distribution reads every class
-    assert calls == [1]
+    assert set(calls) == {1}
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
@@ -138,7 +138,7 @@ def test_inside_a_users_compile_only_when_shapes_are_promised_fixed(monkeypatch)
     with T.fixed_shapes(True):
         assert T.fixed_shapes()
         promised = _on(2, mx.compile(mx.value_and_grad(loss)), x, y, w)
-        assert calls == [1]
+        assert set(calls) == {1}
         xs, ys = mx.stack([x, x[::-1]]), mx.stack([y, y[::-1]])
         twice = mx.vmap(mx.value_and_grad(loss), in_axes=(0, 0, None))
         vmapped = _on(2, twice, xs, ys, w)
@@ -230,3 +230,23 @@ def test_cut_scalar_examples_compose_with_a_promised_compile_and_stay_exact(monk
     d = np.asarray(x, np.float64) - np.asarray(t, np.float64)
     expected = np.where(np.abs(d) < 0.5, 0.5 * d**2 / 0.5, np.abs(d) - 0.25).mean()
     np.testing.assert_allclose(float(compiled[0]), expected, rtol=1e-6)
+
+
+def test_reduced_large_examples_are_summed_unconcatenated_and_bitwise(monkeypatch):
+    # Rows of 1024 (staged by their own axes) and of 1009, a prime (staged flat: a cut inside
+    # a run of 256 is summed as one array), element-wise and per row.
+    calls = _cuts_recorded(monkeypatch)
+    for width in (1024, 1009):
+        n = _streams.SHARD_ABOVE // width + 3
+        x = mx.array(rng.standard_normal((n, width)).astype(np.float32))
+        p = mx.array(rng.dirichlet(np.ones(width), n).astype(np.float32))
+        losses = {
+            "kl_div": lambda a: F.kl_div(a, p, reduction="batchmean"),
+            "bce_with_logits": lambda a: F.binary_cross_entropy_with_logits(a, p, reduction="sum"),
+            "cross_entropy": lambda a: F.cross_entropy(a, p),
+        }
+        for name, loss in losses.items():
+            calls.clear()
+            two = _on(2, mx.value_and_grad(loss), x)
+            assert set(calls) == {1}, (name, width)
+            _bitwise_equal(two, _on(1, mx.value_and_grad(loss), x))

@@ -2,18 +2,17 @@
 
 MLX runs one stream on one core. A batch of at least ``SHARD_ABOVE`` elements (in its batched
 arguments) is cut along its batch axis into one shard per stream; each shard's per-example
-losses are computed on its stream and concatenated in order. Every example is computed by
-the same row-wise operations as unsharded, so the per-example losses, and hence every
-reduction of them, are bitwise those of one stream, run to run. Gradients follow: each
-shard's backward pass runs on the stream of its forward operations. Inside ``mx.compile``
-the streams are kept.
+losses are computed on its stream and concatenated in order, or, where a reduction follows,
+left as ``Shards``: each shard's first stage of the staged sum then runs on its stream
+(``_sums``). Every example is computed by the same row-wise operations as unsharded, so the
+per-example losses, and every reduction of them, are bitwise those of one stream, run to
+run. Gradients follow: each shard's backward pass runs on the stream of its forward
+operations. Inside ``mx.compile`` the streams are kept.
 
-Examples of fewer than 16 elements (a 1-D element-wise loss) cost too little to pay for the
-concatenation (``mse_loss`` at 16M: 1.3x slower). They are cut only for a reduction, and
-only from ``SMALL_EXAMPLES_ABOVE`` elements on; the reduction
-takes their ``Shards`` unconcatenated: each shard's first stage of the staged sum runs on its
-stream (``_sums``), and the cuts fall on multiples of 256 examples, where the runs of that
-sum begin, so the result is bitwise that of one stream too.
+Examples of fewer than 16 elements (a 1-D element-wise loss) cost too little to pay for a
+concatenation (``mse_loss`` at 16M: 1.3x slower). They are cut only for a reduction, only
+from ``SMALL_EXAMPLES_ABOVE`` elements on, and at multiples of 256 examples, where the runs
+of the staged sum begin.
 
 Only on the CPU (a GPU has one queue that is already parallel), and only for a batch large
 enough that the work hides the 50 us of a second stream's synchronisation (below
@@ -92,8 +91,9 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     """``run(*args)``, a batch of ``size`` examples cut into one shard per stream.
 
     Arguments on axis 0 are cut, shared ones (axis ``None``) passed whole; arguments that are
-    pytrees, or batched on another axis, run unsharded. A batch of small examples is cut only
-    where a reduction follows (``reduced``), and comes back as ``Shards``.
+    pytrees, or batched on another axis, run unsharded. Where a reduction follows
+    (``reduced``) the outputs come back as ``Shards``, unconcatenated; a batch of small
+    examples is cut only there.
     """
     batched = [a for a, ax in zip(args, axes) if ax is not None]
     if any(ax != 0 or not isinstance(a, mx.array) for a, ax in zip(args, axes) if ax is not None):
@@ -108,7 +108,7 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     shards = [tuple(a if part is None else part[k] for a, part in zip(args, parts)) for k in range(len(cuts) + 1)]
     with own_trace(OwnTrace(static=True, shard=False)):  # shapes are fixed where we shard; no shards within a shard
         outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
-    if small:
+    if reduced:
         return Shards(outs, streams_for(len(outs)))
     return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs)
 

@@ -95,6 +95,8 @@ def _flat_total(parts: list[mx.array], streams: list[mx.Stream | None]) -> mx.ar
     """
     if sum(x.size for x in parts) < SHAPE_DEPENDENT_ABOVE or not static_shapes(parts):
         return None
+    if any(x.size % _RUN for x in parts[:-1]):  # a cut inside a run: summed as one array, as one stream would
+        parts, streams = [_joined([x.reshape(-1) for x in parts])], [None]
     return _staged_flat(*parts, streams=streams)
 
 
@@ -104,7 +106,7 @@ def _staged_flat(*parts: mx.array, streams: list[mx.Stream | None]) -> mx.array:
     for x, stream in zip(parts, streams):
         with _on(stream):
             flat = x.reshape(-1).astype(mx.float32) if x.dtype in HALF else x.reshape(-1)
-            pad = -flat.size % _RUN  # where the parts are cut at multiples of _RUN, the last one's only
+            pad = -flat.size % _RUN  # the last part's only: the others are multiples of _RUN
             flat = mx.concatenate([flat, mx.zeros((pad,), flat.dtype)]) if pad else flat
             runs.append(mx.sum(flat.reshape(-1, _RUN), axis=-1))
     return mx.sum(_widened(_joined(runs)))
