@@ -184,8 +184,8 @@ def run_batched(loss: Loss, args: tuple[Any, ...], in_axes: InAxes | None, stati
 
     The rule applies where the batch is the leading axis of the batched arguments and the
     shared ones are those the loss's transforms declared (the default ``in_axes``). Where a
-    reduction follows (``reduced``), a large batch of small examples may come back as
-    ``_streams.Shards``, for the reduction to sum shard by shard.
+    reduction follows (``reduced``), a batch cut over CPU streams comes back as
+    ``_streams.Shards``, unconcatenated, for the reduction to sum shard by shard.
     """
     default = batch_axes(loss, len(args))
     axes = default if in_axes is None else tuple(in_axes)
