@@ -7,6 +7,8 @@ from typing import Any
 
 import mlx.core as mx
 
+import transforms as T
+
 from .. import _checks as C
 from .._classification import binary_cross_entropy as _bce
 from .._classification import binary_cross_entropy_with_logits as _bce_logits
@@ -72,7 +74,8 @@ def _class_loss(
     graph = class_graph(loss, reduction, weight is not None, label_smoothing > 0)
     shared = () if weight is None else (weight,)
     out, ok = run_classwise(graph, input, target, *shared, index=ignore_index, alpha=float(label_smoothing))
-    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, ignore_index), input)
+    gather = loss is _nll_loss and T.is_index(target)  # one score a row: no large intermediate
+    C.raise_unless(ok, out, lambda: C.class_index_error(target, num_classes, ignore_index), input, keeps_little=gather)
     return out
 
 
@@ -146,7 +149,7 @@ def binary_cross_entropy(
     def error() -> Exception:  # which array failed, found on failure only
         return C.unit_interval_error("input" if not C.in_unit_interval(input).item() else "target")
 
-    C.raise_unless(ok, out, error, input, own_vjp=True)  # its gradient is _bce's custom vjp
+    C.raise_unless(ok, out, error, input, keeps_little=True)  # its gradient is _bce's custom vjp
     return out
 
 
