@@ -277,3 +277,32 @@ def test_compiled_counts_its_traces():
 
 def test_torch_is_the_oracle_version():
     assert torch.__version__.split("+")[0] == "2.13.0"
+
+
+def test_large_class_scores_are_gathered_flat_exactly_and_shapelessly():
+    # From _FLAT_GATHER_FROM scores on, a class index is read from the flat scores at
+    # row * C + index (MLX's 2-D take_along_axis is slower there): the same values and
+    # gradients as the plain gather, nan for a bad index, and right under a shapeless compile
+    # for batches of other sizes.
+    from transforms._classes import _FLAT_GATHER_FROM, take_class
+
+    rng = np.random.default_rng(3)
+    c = 300
+    n = _FLAT_GATHER_FROM // c + 5
+    x = mx.array(rng.standard_normal((n, c)).astype(np.float32))
+    y = mx.array(rng.integers(0, c, n).astype(np.int32))
+    picked, valid = take_class(x, y)
+    expected = np.take_along_axis(np.asarray(x), np.asarray(y)[:, None], axis=-1)[:, 0]
+    np.testing.assert_array_equal(np.asarray(picked), expected)
+    assert bool(mx.all(valid))
+    grad = mx.grad(lambda a: mx.sum(take_class(a, y)[0] * mx.arange(n)))(x)
+    want = np.zeros((n, c), np.float32)
+    want[np.arange(n), np.asarray(y)] = np.arange(n)
+    np.testing.assert_array_equal(np.asarray(grad), want)
+    loss = reduce(lossfn.nll_loss, "sum")
+    shapeless = mx.compile(loss, shapeless=True)
+    for rows in (n, n + 17, n - 40):
+        np.testing.assert_allclose(float(shapeless(x[:rows], y[:rows])), -expected[:rows].astype(np.float64).sum(), rtol=1e-6)
+    bad = mx.array(np.where(np.arange(n) == 7, c + 2, np.asarray(y)).astype(np.int32))
+    per_example = np.asarray(reduce(lossfn.nll_loss, "none")(x, bad))
+    assert np.isnan(per_example[7]) and not np.isnan(np.delete(per_example, 7)).any()

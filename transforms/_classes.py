@@ -33,9 +33,14 @@ def take_class(scores: mx.array, target: mx.array) -> tuple[mx.array, mx.array]:
     """
     valid = valid_class(target, scores.shape[-1])
     safe = mx.where(valid, target, 0)
-    if scores.ndim == 1:  # one example (under mx.vmap: the batch is not seen)
+    if scores.ndim == 1 or scores.size < _FLAT_GATHER_FROM:  # one example (under mx.vmap: the batch is not seen), or few
         return mx.squeeze(mx.take_along_axis(scores, safe[..., None], axis=-1), -1), valid
     return _take_flat(scores, safe), valid
+
+
+# Below this many scores the flat gather's extra operations cost more than they save (per
+# eager call of nll_loss at (128, 10): 172 us against 88 for MLX's, 1.48x before it).
+_FLAT_GATHER_FROM = 1 << 16
 
 
 def _take_flat(scores: mx.array, index: mx.array) -> mx.array:
