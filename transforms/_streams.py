@@ -38,8 +38,8 @@ SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmar
 _EXAMPLE_AT_LEAST = 16  # elements per example: below, only a reduction cuts the batch (no concatenation)
 # Small examples are cut from this many elements on: the backward's assembly of the input's
 # gradient from its shards costs what a cheap loss does (mse_loss, 1-D, forward+backward on
-# two streams against one: 0.75x at 2**18 elements, 0.96x at 2**22, 1.16x at 2**24;
-# binary_cross_entropy 1.35x, 1.58x, 2.35x; benchmarks/bench_streams.py).
+# two streams against one: 0.75-0.80x at 2**18 elements, 0.96-1.03x at 2**22, 1.04-1.16x at 2**24;
+# binary_cross_entropy 1.24-1.35x, 1.58-1.60x, 2.35-3.05x; benchmarks/bench_streams.py).
 SMALL_EXAMPLES_ABOVE = 1 << 23
 _ALIGN = 256  # small examples are cut at multiples of this: _sums' run length, so each run lies in one shard
 _setting = {"streams": min(os.cpu_count() or 1, 2)}
