@@ -36,10 +36,11 @@ from ._tracing import OwnTrace, in_own_trace, own_trace, restoring, shapes_may_b
 
 SHARD_ABOVE = 1 << 18  # elements of the batched arguments; measured in benchmarks/bench_streams.py
 _EXAMPLE_AT_LEAST = 16  # elements per example: below, only a reduction cuts the batch (no concatenation)
-# Small examples are cut from this many elements on: the backward's assembly of the input's
-# gradient from its shards costs what a cheap loss does (mse_loss, 1-D, forward+backward on
-# two streams against one: 0.75-0.80x at 2**18 elements, 0.96-1.03x at 2**22, 1.04-1.16x at 2**24;
-# binary_cross_entropy 1.24-1.35x, 1.58-1.60x, 2.35-3.05x; benchmarks/bench_streams.py).
+# Small examples are cut from this many batched elements on: the backward's assembly of the
+# input's gradient from its shards costs what a cheap loss does (mse_loss of n inputs and n
+# targets, forward+backward on two streams against one: 0.75-0.80x at n = 2**18,
+# 0.96-1.03x at 2**22, 1.04-1.16x at 2**24; binary_cross_entropy 1.24-1.35x, 1.58-1.60x,
+# 2.35-3.05x; two runs of benchmarks/bench_streams.py).
 SMALL_EXAMPLES_ABOVE = 1 << 23
 _ALIGN = 256  # small examples are cut at multiples of this: _sums' run length, so each run lies in one shard
 _setting = {"streams": min(os.cpu_count() or 1, 2)}
