@@ -110,8 +110,8 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     with own_trace(OwnTrace(static=True, shard=False)):  # shapes are fixed where we shard; no shards within a shard
         outs = on_streams([lambda shard=shard: run(*shard) for shard in shards])
     if reduced:
-        return Shards(outs, streams_for(len(outs)))
-    return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs)
+        return outs
+    return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs.outs)
 
 
 def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
@@ -131,15 +131,11 @@ def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
     return static if static is not None else shapes_may_be_read(arrays)
 
 
-def streams_for(count: int) -> list[mx.Stream]:
-    """The streams of ``count`` jobs: the default CPU stream, then the shard streams."""
-    return [mx.default_stream(mx.cpu) if k == 0 else _stream(k) for k in range(count)]
-
-
-def on_streams(jobs: list[Callable[[], Any]]) -> list[Any]:
-    """Each job's graph built on its own CPU stream (the first on the default one), to run in parallel when evaluated."""
+def on_streams(jobs: list[Callable[[], Any]]) -> Shards:
+    """Each job's graph built on its own CPU stream (the first on the default one), to run in parallel when evaluated; the outputs as ``Shards``."""
+    streams = [mx.default_stream(mx.cpu) if k == 0 else _stream(k) for k in range(len(jobs))]
     outs = []
-    for job, stream in zip(jobs, streams_for(len(jobs))):
+    for job, stream in zip(jobs, streams):
         with mx.stream(stream):
             outs.append(job())
-    return outs
+    return Shards(outs, streams)
