@@ -36,7 +36,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import compare_paired, cpu_name, force, report_paired
+from timing import SETTLE, compare_paired, cpu_name, force, report_paired
 
 import lossfn.functional as F
 
@@ -204,9 +204,9 @@ def main() -> None:
         data = make_inputs(*shape)
         (mx_f, mx_fb), (th_f, th_fb) = mlx_calls(data), torch_calls(data)
         title = "T, N, C, S = {}, {}, {}, {}".format(*shape)
-        medians, ratios = compare_paired({"torch": th_f, "lossfn": mx_f}, "torch", args.repeats)
+        medians, ratios = compare_paired({"torch": th_f, "lossfn": mx_f}, "torch", args.repeats, settle=SETTLE)
         print(report_paired(f"{title}: forward", medians, ratios, "torch"))
-        medians, ratios = compare_paired({"torch": th_fb, "lossfn": mx_fb}, "torch", args.repeats)
+        medians, ratios = compare_paired({"torch": th_fb, "lossfn": mx_fb}, "torch", args.repeats, settle=SETTLE)
         print(report_paired(f"{title}: forward+backward", medians, ratios, "torch"))
         c, w = cold[str(shape)], warm[str(shape)]
         print(

@@ -46,7 +46,7 @@ import mlx.nn.losses as mlx_losses
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import cpu_name, samples
+from timing import SETTLE, cpu_name, samples
 
 import lossfn
 import lossfn.functional as F
@@ -691,8 +691,6 @@ def ratio(times: dict[str, list[float]], a: str, b: str) -> float | None:
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
-# Untimed pause before each call: torch's OpenMP workers spin after an op (see timing.samples).
-SETTLE = 0.01
 COLUMNS = ("ours", "graph", "mlx-c", "mlx", "torch")
 RATIOS = (("ours", "mlx-c"), ("graph", "mlx-c"), ("ours", "mlx"), ("ours", "torch"))
 # Forward+backward only: ours and MLX's each compiled as a whole step (``compiled_step``).

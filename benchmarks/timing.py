@@ -14,6 +14,10 @@ from typing import Any
 
 import mlx.core as mx
 
+# Untimed pause before each call where torch is timed: its OpenMP workers spin after an op
+# (see ``samples``).
+SETTLE = 0.01
+
 
 def force(out: Any) -> None:
     """Finish a computation: ``mx.eval`` for MLX results, nothing for eager (torch, NumPy) ones."""
@@ -67,12 +71,13 @@ def samples(
 
 
 def compare_paired(
-    candidates: dict[str, Callable[[], Any]], baseline: str, repeats: int = 15, warmup: int = 2
+    candidates: dict[str, Callable[[], Any]], baseline: str, repeats: int = 15, warmup: int = 2, settle: float = 0.0
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Medians as in ``compare``, and for each candidate the median over rounds of
     ``time / baseline's time in the same round``: load that drifts between rounds cancels.
+    ``settle`` as in :func:`samples`.
     """
-    s = samples(candidates, repeats, warmup)
+    s = samples(candidates, repeats, warmup, settle)
     medians = {name: statistics.median(t) for name, t in s.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(t, s[baseline])) for name, t in s.items()}
     return medians, ratios

@@ -1,4 +1,4 @@
-"""CTC's forward-backward algorithm as one compiled scan over time, batched over examples.
+"""CTC's forward-backward algorithm as one scan over time, batched over examples.
 
 States. The extended label sequence of a target ``l`` of length ``S`` is
 ``(blank, l_1, blank, l_2, ..., l_S, blank)``. Its blank states ``B_k`` (``k = 0..S``) and
@@ -14,9 +14,15 @@ Recursion, in log space, ``lse`` = log-add-exp, ``e_t`` the emissions at time t:
                                       alpha_{t-1}(A_{k-1}) if l_{k+1} != l_k)
 
 The skip term reuses the blank update, ``lse(A_k, B_k, A_{k-1}) = lse(A_k, lse(B_k, A_{k-1}))``,
-so a step costs two log-add-exps per pair of states. Each step is one compiled function; the
-scan calls it ``T`` times and MLX evaluates the graph of ``T`` steps at the end. Sequences
-shorter than ``T`` run along; alpha is read at each example's own last frame.
+so a step costs two log-add-exps per pair of states. Sequences shorter than ``T`` run along;
+alpha is read at each example's own last frame.
+
+Two engines run the same recursion. On the CPU, outside traces, NumPy scans it
+(:func:`_host_alphas`): its SIMD ``exp`` and ``log`` and its microsecond dispatch beat MLX's
+compiled CPU kernels, which call the scalar ``powf`` and ``logf`` and cost several
+microseconds each, and no kernel waits for g++ on a first call. Elsewhere (a GPU, or inside
+a trace) each step is one compiled MLX function, called ``T`` times, and MLX evaluates the
+graph of ``T`` steps at the end.
 
 Backward. beta (from the end) is alpha of the problem read backwards: each example's own
 frames and labels reversed. So the gradient needs no second recursion: the batch and its
@@ -30,10 +36,10 @@ becomes ``~20 T`` unfused primitives (measured 4-13x slower than PyTorch), and t
 pass of ``mx.grad`` is never compiled. The loss is therefore a ``custom_function`` whose
 forward computes the value and, when autodiff may ask, the gradient; its vjp only scales that
 gradient by the cotangent. Under ``mx.grad`` the forward evaluates its inputs and runs the
-compiled scan on plain copies of them (the forward is opaque to autodiff anyway). Outside
+eager scan on plain copies of them (the forward is opaque to autodiff anyway). Outside
 transformations only the alpha of the batch is computed. Inside ``mx.compile``, or while
 ``mx.vmap`` traces, nothing can be evaluated: the scan is then built inline (``mx.compile``
-fuses it; ``mx.vmap`` throws it away for the vmap rule, which runs the compiled scan on the
+fuses it; ``mx.vmap`` throws it away for the vmap rule, which runs the eager scan on the
 whole batch at once).
 """
 
@@ -124,6 +130,76 @@ def _alphas(blank_emit: Array, label_emit: Array, labels: Array, step: Callable[
     return mx.concatenate(blanks, axis=0), mx.concatenate(labels_, axis=0)
 
 
+# --- the same scan in NumPy, for the CPU --------------------------------------------------
+
+
+def _host_lse(scratch: tuple[np.ndarray, np.ndarray]) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """:func:`_lse` in NumPy, written into ``out``, through two scratch arrays at least as long."""
+
+    def lse(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        hi, d = (x[: len(a)] for x in scratch)
+        np.maximum(a, b, out=hi)
+        np.minimum(a, b, out=d)
+        d -= hi
+        np.maximum(d, -17.0, out=d)
+        np.exp(d, out=d)
+        d += 1
+        np.log(d, out=d)
+        np.add(hi, d, out=out)
+
+    return lse
+
+
+def _host_max(scratch: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """``max`` in place of log-add-exp (no scratch needed): the Viterbi scores of :func:`best_path`."""
+    return lambda a, b, out: np.maximum(a, b, out=out)
+
+
+def _host_alphas(blank_emit: Array, label_emit: Array, labels: Array, lse: Callable[..., Any] = _host_lse) -> tuple[Array, Array]:
+    """:func:`_alphas` scanned by NumPy, whose SIMD ``exp`` and ``log`` cost a fraction of
+    the scalar ``powf`` and ``logf`` in MLX's compiled CPU kernels, and whose operations
+    dispatch in about a microsecond.
+
+    The states are the rows and the examples the columns, so that ``A_{k-1}`` and ``A_k`` are
+    contiguous blocks of one frame's label rows, which lie between two padding rows that stay
+    ``NEG``: a step copies nothing and every operation runs on contiguous memory.
+    """
+    T, N, S = label_emit.shape
+    W = S + 1
+    blank_emit = np.asarray(blank_emit)
+    label_emit = np.ascontiguousarray(np.asarray(label_emit).transpose(0, 2, 1))  # (T, S, N)
+    labels = np.asarray(labels).T
+    skip = labels[1:] != labels[:-1]  # (S - 1, N): the jump A_{k-1} -> A_k, k >= 1
+    blank = np.full((T + 1, W, N), NEG, np.float32)
+    label = np.full((T + 1, W + 1, N), NEG, np.float32)  # rows A_{-1}, A_0 .. A_{S-1}, A_S
+    blank[0, 0] = 0
+    from_left, into = np.empty((W, N), np.float32), np.empty((S, N), np.float32)
+    step_lse = lse((np.empty((W, N), np.float32), np.empty((W, N), np.float32)))
+    with np.errstate(all="ignore"):  # a nan or inf example is invalid: its loss is nan anyway
+        for t in range(T):
+            b, a = blank[t], label[t]
+            step_lse(b, a[:W], from_left)  # lse(B_k, A_{k-1})
+            np.copyto(into, b[:S])
+            np.copyto(into[1:], from_left[1:S], where=skip)
+            np.add(from_left, blank_emit[t], out=blank[t + 1])
+            new = label[t + 1, 1:W]
+            step_lse(a[1:W], into, new)
+            new += label_emit[t]
+    return mx.array(blank).transpose(0, 2, 1), mx.array(label[:, 1:]).transpose(0, 2, 1)
+
+
+def _eager_alphas(blank_emit: Array, label_emit: Array, labels: Array) -> tuple[Array, Array]:
+    """The scan outside traces: NumPy's on the CPU, compiled MLX steps on a GPU."""
+    if mx.default_device().type == mx.DeviceType.cpu:
+        return _host_alphas(blank_emit, label_emit, labels)
+    return _alphas(blank_emit, label_emit, labels, _alpha_compiled)
+
+
+def _inline_alphas(blank_emit: Array, label_emit: Array, labels: Array) -> tuple[Array, Array]:
+    """The scan inside ``mx.compile`` or ``mx.vmap``'s trace, where nothing can be evaluated."""
+    return _alphas(blank_emit, label_emit, labels, _alpha_inline)
+
+
 def _log_likelihood(alpha_blank: Array, alpha_label: Array, input_lengths: Array, target_lengths: Array) -> Array:
     """``log p`` of each target ``(N,)``: alpha at the last frame, over the two final states."""
     n, il, tl = mx.arange(input_lengths.shape[0]), input_lengths, target_lengths
@@ -177,7 +253,7 @@ def _emissions(log_probs: Array, labels: Array, blank: Array) -> tuple[Array, Ar
     return mx.take(log_probs, blank, axis=2), mx.take_along_axis(log_probs, labels[None], axis=2)
 
 
-def _solve(inputs: Sequence[Array], zero_infinity: bool, step: Callable[..., tuple[Array, Array]], gradients: bool) -> tuple[Array, Array]:
+def _solve(inputs: Sequence[Array], zero_infinity: bool, scan: Callable[..., tuple[Array, Array]], gradients: bool) -> tuple[Array, Array]:
     """(loss ``(N,)``, d loss / d log_probs ``(T, N, C)``) of ``(log_probs, labels, lengths.., blank)``.
 
     With ``gradients`` alpha is computed for the batch and for its reversal in one scan of
@@ -189,15 +265,14 @@ def _solve(inputs: Sequence[Array], zero_infinity: bool, step: Callable[..., tup
     S = labels.shape[1]
     blank_emit, label_emit = (mx.maximum(e, NEG) for e in _emissions(log_probs, labels, blank))
     if not gradients:
-        alpha = _alphas(blank_emit, label_emit, labels, step)
+        alpha = scan(blank_emit, label_emit, labels)
         loss = _loss(_log_likelihood(*alpha, il, tl), zero_infinity)
         return loss, mx.broadcast_to(mx.array(0.0), (T, N, C))
     rev_blank, rev_label, rev_labels = _reversed(blank_emit, label_emit, labels, il, tl)
-    alpha_b, alpha_l = _alphas(
+    alpha_b, alpha_l = scan(
         mx.concatenate([blank_emit, rev_blank], axis=1),
         mx.concatenate([label_emit, rev_label], axis=1),
         mx.concatenate([labels, rev_labels], axis=0),
-        step,
     )
     alpha = alpha_b[:, :N], alpha_l[:, :N]
     log_lik = _log_likelihood(*alpha, il, tl)
@@ -227,12 +302,12 @@ def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) 
     """The core's forward: gradients when autodiff may ask for them (or when told to)."""
     mode = transformation(inputs)
     if mode == "trace":
-        return _solve(inputs, zero_infinity, _alpha_inline, gradients=True)
+        return _solve(inputs, zero_infinity, _inline_alphas, gradients=True)
     if mode == "grad":
         # Plain copies (no longer tracers), so that the compiled steps stay compiled.
         plain = [mx.array(np.array(x)) for x in inputs]
-        return _solve(plain, zero_infinity, _alpha_compiled, gradients=True)
-    return _solve(inputs, zero_infinity, _alpha_compiled, gradients)
+        return _solve(plain, zero_infinity, _eager_alphas, gradients=True)
+    return _solve(inputs, zero_infinity, _eager_alphas, gradients)
 
 
 # --- the custom function ------------------------------------------------------------------
@@ -290,8 +365,8 @@ def _vmap(zero_infinity: bool, inputs: Sequence[Array], axes: Sequence[int | Non
     if transformation(folded) == "eager":
         # No autodiff around us, but a vmapped mx.grad may read the gradient: build it
         # apart from the loss, so that it is only computed if it is used.
-        loss = _solve(folded, zero_infinity, _alpha_compiled, gradients=False)[0]
-        outputs = (loss, _solve(folded, zero_infinity, _alpha_compiled, gradients=True)[1])
+        loss = _solve(folded, zero_infinity, _eager_alphas, gradients=False)[0]
+        outputs = (loss, _solve(folded, zero_infinity, _eager_alphas, gradients=True)[1])
     else:
         outputs = _CORE[zero_infinity](*folded)
     unfolded = tuple(
@@ -395,9 +470,7 @@ def best_path(log_probs: Array, labels: Array, input_lengths: Array, target_leng
     labels = labels.astype(mx.int32)
     T, N = log_probs.shape[0], log_probs.shape[1]
     blank_emit, label_emit = _emissions(mx.maximum(log_probs, NEG), labels, blank)
-    viterbi = functools.partial(_alpha_step, lse=mx.maximum)
-    alpha_blank, alpha_label = _alphas(blank_emit, label_emit, labels, viterbi)
-    mx.eval(alpha_blank, alpha_label)
+    alpha_blank, alpha_label = _host_alphas(blank_emit, label_emit, labels, _host_max)
     blank_scores, label_scores = np.asarray(alpha_blank[1:]), np.asarray(alpha_label[1:])  # (T, N, S + 1)
     skips = np.asarray(labels[:, 1:] != labels[:, :-1])
     lengths, tls = np.asarray(input_lengths), np.asarray(target_lengths)

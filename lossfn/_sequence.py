@@ -49,8 +49,9 @@ def ctc_loss(
     PyTorch's 'mean' divides each loss by its target length before averaging:
     ``reduce(rescaled(ctc_loss), 'mean')(log_probs, target, il, tl, 1 / maximum(tl, 1))``.
 
-    The recursion is a compiled scan over time with its own backward pass, batched over
-    examples: under ``mx.vmap`` (``transforms.reduce``) the whole batch runs as one scan.
+    The recursion is a scan over time with its own backward pass, batched over examples
+    (NumPy's on the CPU, compiled MLX steps elsewhere): under ``mx.vmap``
+    (``transforms.reduce``) the whole batch runs as one scan.
     Not twice differentiable. Under ``mx.compile`` the scan is unrolled, which compiles slowly
     for long inputs: compile around it, not through it.
     """

@@ -110,7 +110,8 @@ def ctc_loss(
     target length (at least 1) before averaging, as PyTorch does.
 
     **Compile around it, not through it.** Called eagerly or under ``mx.grad`` its scan runs
-    as one compiled step per frame; inside ``mx.compile`` the ``T`` steps are unrolled into
+    outside any trace (NumPy's on the CPU, one compiled step per frame on a GPU); inside
+    ``mx.compile`` the ``T`` steps are unrolled into
     the graph, whose first call compiles for seconds (a GRU + CTC step at ``T = 40``: 14-25 s
     with a cold kernel cache, against 1.3 s eager). Compile the model, and call the loss on
     its output outside the compiled function.
