@@ -17,6 +17,7 @@ from ._classification import poly1_cross_entropy as poly1_cross_entropy
 from ._classification import sigmoid_focal_loss as sigmoid_focal_loss
 from ._contrastive import info_nce as info_nce
 from ._contrastive import ntxent as ntxent
+from ._ctc_scan import CompileThroughWarning as CompileThroughWarning
 from ._embedding import cosine_distance as cosine_distance
 from ._embedding import cosine_embedding_loss as cosine_embedding_loss
 from ._embedding import cosine_similarity as cosine_similarity

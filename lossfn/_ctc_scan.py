@@ -61,6 +61,14 @@ from . import _fastmath as fm
 Array = mx.array
 Lse = Callable[[Array, Array], Array]
 
+class CompileThroughWarning(UserWarning):
+    """``ctc_loss`` traced by ``mx.compile`` on the CPU: its first call compiles for seconds.
+
+    Filter it (``warnings.filterwarnings("ignore", category=lossfn.CompileThroughWarning)``)
+    to compile through CTC on purpose.
+    """
+
+
 # "log 0" that stays finite: NEG + x == NEG for any log-probability x, lse(NEG, NEG) == NEG,
 # and no inf - inf can make a nan. A -inf log-probability is clamped to NEG.
 NEG = -1e30

@@ -7,6 +7,7 @@ compiled == eager, and the custom vjp is what autodiff uses in every order."""
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any
 
 import mlx.core as mx
@@ -416,6 +417,29 @@ def test_numpy_scan_equals_the_compiled_steps(N: int, S: int, T_: int) -> None:
         reachable = steps > K.IMPOSSIBLE
         np.testing.assert_array_equal(host > K.IMPOSSIBLE, reachable)
         np.testing.assert_allclose(host[reachable], steps[reachable], rtol=2e-6, atol=2e-6)
+
+
+def test_compiling_through_warns_on_the_cpu() -> None:
+    """A user's mx.compile around F.ctc_loss (and nn.CTCLoss) warns, once per trace, with the
+    remedy; eager calls and mx.grad do not."""
+    c = case()
+    targets, il, tl = (mx.array(c[k]) for k in ("targets", "il", "tl"))
+    lp = mx.array(c["log_probs"])
+
+    def loss(x: mx.array) -> mx.array:
+        return F.ctc_loss(x, targets, il, tl)
+
+    with pytest.warns(lossfn.CompileThroughWarning, match="Compile around ctc_loss, not through it") as record:
+        compiled = mx.compile(mx.value_and_grad(loss))
+        value, grad = compiled(lp)
+        compiled(lp)  # traced once: one warning
+    assert len(record) == 1 and "T = 12 frames" in str(record[0].message)
+    eager_value, eager_grad = mx.value_and_grad(loss)(lp)
+    close(value, eager_value, 1e-6, 1e-6)
+    close(grad, eager_grad, 1e-5, 1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mx.eval(loss(lp), mx.grad(loss)(lp), lnn.CTCLoss()(lp, targets, il, tl))
 
 
 def test_module_matches_functional() -> None:

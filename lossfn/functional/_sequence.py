@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -9,9 +10,10 @@ import mlx.core as mx
 import numpy as np
 
 import transforms as T
+from transforms._tracing import transformation
 
 from .. import _checks as C
-from .._ctc_scan import ctc_batch
+from .._ctc_scan import CompileThroughWarning, ctc_batch
 
 Array = mx.array
 Check = tuple[Array, Callable[[], Exception]]
@@ -26,6 +28,21 @@ def _raise_first_failure(checks: list[Check]) -> None:
         for ok, error in checks:
             if not C.holds(ok):
                 raise error()
+
+
+def _warn_if_compiled_through(log_probs: Array) -> None:
+    """Warn where a user's ``mx.compile`` traces the loss on the CPU (see :func:`ctc_loss`)."""
+    if mx.default_device().type == mx.DeviceType.cpu and transformation([log_probs]) == "trace":
+        warnings.warn(
+            f"ctc_loss is traced by mx.compile: its scan of T = {log_probs.shape[0]} frames is "
+            "unrolled into the compiled graph, whose first call compiles about 35 kernels with "
+            "g++ (a GRU + CTC step at T = 40: about 20 s with a cold kernel cache, against about "
+            "1 s eager). Compile around ctc_loss, not through it: compile the model and call the "
+            "loss on its output outside the compiled function. Filter "
+            "lossfn.CompileThroughWarning to compile through it on purpose.",
+            CompileThroughWarning,
+            stacklevel=3,
+        )
 
 
 def _lengths(value: Any, name: str, batch_size: int) -> Array:
@@ -114,7 +131,8 @@ def ctc_loss(
     ``mx.compile`` the ``T`` steps are unrolled into
     the graph, whose first call compiles for seconds (a GRU + CTC step at ``T = 40``: 14-25 s
     with a cold kernel cache, against 1.3 s eager). Compile the model, and call the loss on
-    its output outside the compiled function.
+    its output outside the compiled function. Traced by ``mx.compile`` on the CPU it warns
+    (:class:`lossfn.CompileThroughWarning`).
     """
     reduction = C.reduction_of(None, None, reduction)
     log_probs = C.as_array(log_probs, "log_probs")
@@ -146,6 +164,7 @@ def ctc_loss(
     _check_lengths(targets, input_lengths, target_lengths, num_frames)
     targets = _padded(targets.astype(mx.int32), target_lengths, batch_size)
     _check_labels(targets, target_lengths, num_classes, blank)
+    _warn_if_compiled_through(log_probs)
     # Half precision is computed in float32 (the scan always is) and rounded once, at the end.
     losses = ctc_batch(log_probs.astype(mx.float32), targets, input_lengths, target_lengths, blank, zero_infinity)
     if reduction == "none":
