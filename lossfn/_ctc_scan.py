@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -163,28 +163,38 @@ def _host_max(scratch: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray], No
     return lambda a, b, out: np.maximum(a, b, out=out)
 
 
-def _host_alphas(blank_emit: Array, label_emit: Array, labels: Array, lse: Callable[..., Any] = _host_lse) -> tuple[Array, Array]:
-    """:func:`_alphas` scanned by NumPy, whose SIMD ``exp`` and ``log`` cost a fraction of
-    the scalar ``powf`` and ``logf`` in MLX's compiled CPU kernels, and whose operations
-    dispatch in about a microsecond.
+def _host_scan(
+    blank_emit: np.ndarray,
+    label_emit: np.ndarray,
+    labels: np.ndarray,
+    lse: Callable[..., Any] = _host_lse,
+    starts: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """alpha at t = -1..T-1 by NumPy: blank states ``(T + 1, W, N)``, label states ``(T + 1, W + 1, N)``.
 
-    The states are the rows and the examples the columns, so that ``A_{k-1}`` and ``A_k`` are
-    contiguous blocks of one frame's label rows, which lie between two padding rows that stay
-    ``NEG``: a step copies nothing and every operation runs on contiguous memory.
+    The states are the rows and the examples the columns (``blank_emit`` ``(T, N)``,
+    ``label_emit`` ``(T, S, N)``, ``labels`` ``(S, N)``), so that ``A_{k-1}`` and ``A_k`` are
+    contiguous blocks of one frame's label rows ``A_{-1}, A_0 .. A_{S-1}, A_S``, whose first
+    and last stay ``NEG``: a step copies nothing and runs on contiguous memory. Each example
+    starts at frame 0 in ``B_0``, or where ``starts`` (frames, blank states) say: before its
+    start frame it is ``NEG`` everywhere, whatever its emissions there.
     """
-    T, N, S = label_emit.shape
+    T, S, N = label_emit.shape
     W = S + 1
-    blank_emit = np.asarray(blank_emit)
-    label_emit = np.ascontiguousarray(np.asarray(label_emit).transpose(0, 2, 1))  # (T, S, N)
-    labels = np.asarray(labels).T
     skip = labels[1:] != labels[:-1]  # (S - 1, N): the jump A_{k-1} -> A_k, k >= 1
     blank = np.full((T + 1, W, N), NEG, np.float32)
-    label = np.full((T + 1, W + 1, N), NEG, np.float32)  # rows A_{-1}, A_0 .. A_{S-1}, A_S
-    blank[0, 0] = 0
+    label = np.full((T + 1, W + 1, N), NEG, np.float32)
+    frames, states = starts if starts is not None else (np.zeros(N, np.int64), np.zeros(N, np.int64))
+    begins = {int(f): (states[frames == f], np.flatnonzero(frames == f)) for f in np.unique(frames)}
     from_left, into = np.empty((W, N), np.float32), np.empty((S, N), np.float32)
     step_lse = lse((np.empty((W, N), np.float32), np.empty((W, N), np.float32)))
     with np.errstate(all="ignore"):  # a nan or inf example is invalid: its loss is nan anyway
-        for t in range(T):
+        for t in range(T + 1):
+            if t in begins:  # alpha just before the start frame: log 1 in the start state
+                rows, cols = begins[t]
+                blank[t][:, cols], label[t][:, cols], blank[t][rows, cols] = NEG, NEG, 0
+            if t == T:
+                break
             b, a = blank[t], label[t]
             step_lse(b, a[:W], from_left)  # lse(B_k, A_{k-1})
             np.copyto(into, b[:S])
@@ -193,19 +203,68 @@ def _host_alphas(blank_emit: Array, label_emit: Array, labels: Array, lse: Calla
             new = label[t + 1, 1:W]
             step_lse(a[1:W], into, new)
             new += label_emit[t]
+    return blank, label
+
+
+def _host_layout(blank_emit: Array, label_emit: Array, labels: Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(T, N)``, ``(T, N, S)``, ``(N, S)`` as NumPy arrays with the examples last."""
+    return np.asarray(blank_emit), np.asarray(label_emit).transpose(0, 2, 1), np.asarray(labels).T
+
+
+def _host_alphas(blank_emit: Array, label_emit: Array, labels: Array, lse: Callable[..., Any] = _host_lse) -> tuple[Array, Array]:
+    """:func:`_alphas` scanned by NumPy (:func:`_host_scan`), whose SIMD ``exp`` and ``log``
+    cost a fraction of the scalar ``powf`` and ``logf`` in MLX's compiled CPU kernels, and
+    whose operations dispatch in about a microsecond."""
+    blank_emit, label_emit, labels = _host_layout(blank_emit, label_emit, labels)
+    blank, label = _host_scan(blank_emit, np.ascontiguousarray(label_emit), labels, lse)
     return mx.array(blank).transpose(0, 2, 1), mx.array(label[:, 1:]).transpose(0, 2, 1)
 
 
-def _eager_alphas(blank_emit: Array, label_emit: Array, labels: Array) -> tuple[Array, Array]:
-    """The scan outside traces: NumPy's on the CPU, compiled MLX steps on a GPU."""
-    if mx.default_device().type == mx.DeviceType.cpu:
-        return _host_alphas(blank_emit, label_emit, labels)
-    return _alphas(blank_emit, label_emit, labels, _alpha_compiled)
+def _host_posteriors(blank_emit: Array, label_emit: Array, labels: Array, input_lengths: Array, target_lengths: Array) -> tuple[Array, Array, Array]:
+    """:func:`_posteriors` by NumPy, with beta from the problem flipped whole.
+
+    The flipped problem reads every example's frames ``T-1..0`` and label slots ``S-1..0``,
+    so beta is alpha flipped back (``beta_t(B_k) = alpha'_{T-1-t}(B'_{S-k})``,
+    ``beta_t(A_k) = alpha'_{T-1-t}(A'_{S-1-k})``): views, not gathers. Its example ``n``
+    starts at frame ``T - L`` in the blank ``B'_{S-S'}`` after the padding slots, which lie
+    behind it (``L``, ``S'`` its lengths). Both problems run as one scan of ``2 N`` examples.
+    """
+    T, N, S = label_emit.shape
+    W = S + 1
+    be, le, lab = _host_layout(blank_emit, label_emit, labels)
+    L, Sp = np.asarray(input_lengths).astype(np.int64), np.asarray(target_lengths).astype(np.int64)
+    starts = (np.concatenate([np.zeros(N, np.int64), T - L]), np.concatenate([np.zeros(N, np.int64), S - Sp]))
+    blank, label = _host_scan(
+        np.concatenate([be, be[::-1]], axis=1),
+        np.concatenate([le, le[::-1, ::-1]], axis=2),
+        np.concatenate([lab, lab[::-1]], axis=1),
+        _host_lse,
+        starts,
+    )
+    n = np.arange(N)
+    log_lik = np.empty(N, np.float32)
+    _host_lse((np.empty(N, np.float32), np.empty(N, np.float32)))(blank[L, Sp, n], label[L, Sp, n], log_lik)  # B_{S'}, A_{S'-1}
+    dead = (np.arange(T)[:, None] >= L[None, :])[:, None, :]  # (T, 1, N): frames past the input
+
+    def posterior(alpha: np.ndarray, beta: np.ndarray, emit: np.ndarray) -> np.ndarray:
+        """``exp(alpha + beta - e - log p)``, exactly 0 below -80 and past the input."""
+        with np.errstate(all="ignore"):
+            x = alpha + beta
+            x -= emit
+            x -= log_lik
+            np.copyto(x, -np.inf, where=dead | (x <= -80))
+            return np.exp(x, out=x)
+
+    post_blank = posterior(blank[1:, :, :N], blank[T:0:-1, ::-1, N:], be[:, None, :]).sum(axis=1)  # (T, N)
+    post_label = posterior(label[1:, 1:W, :N], label[T:0:-1, S:0:-1, N:], le)  # (T, S, N)
+    return mx.array(log_lik), mx.array(post_blank), mx.array(post_label).transpose(0, 2, 1)
 
 
-def _inline_alphas(blank_emit: Array, label_emit: Array, labels: Array) -> tuple[Array, Array]:
-    """The scan inside ``mx.compile`` or ``mx.vmap``'s trace, where nothing can be evaluated."""
-    return _alphas(blank_emit, label_emit, labels, _alpha_inline)
+class Engine(NamedTuple):
+    """One way to run the scan: alpha of a batch, and ``(log p, posteriors)`` (:func:`_posteriors`)."""
+
+    alphas: Callable[[Array, Array, Array], tuple[Array, Array]]
+    posteriors: Callable[[Array, Array, Array, Array, Array], tuple[Array, Array, Array]]
 
 
 def _log_likelihood(alpha_blank: Array, alpha_label: Array, input_lengths: Array, target_lengths: Array) -> Array:
@@ -261,38 +320,55 @@ def _emissions(log_probs: Array, labels: Array, blank: Array) -> tuple[Array, Ar
     return mx.take(log_probs, blank, axis=2), mx.take_along_axis(log_probs, labels[None], axis=2)
 
 
-def _solve(inputs: Sequence[Array], zero_infinity: bool, scan: Callable[..., tuple[Array, Array]], gradients: bool) -> tuple[Array, Array]:
-    """(loss ``(N,)``, d loss / d log_probs ``(T, N, C)``) of ``(log_probs, labels, lengths.., blank)``.
-
-    With ``gradients`` alpha is computed for the batch and for its reversal in one scan of
-    ``2 N`` examples: beta is alpha of the reversed problem. Without, the gradient is zeros
-    that take no memory.
-    """
-    log_probs, labels, il, tl, blank = inputs
-    T, N, C = log_probs.shape
-    S = labels.shape[1]
-    blank_emit, label_emit = (mx.maximum(e, NEG) for e in _emissions(log_probs, labels, blank))
-    if not gradients:
-        alpha = scan(blank_emit, label_emit, labels)
-        loss = _loss(_log_likelihood(*alpha, il, tl), zero_infinity)
-        return loss, mx.broadcast_to(mx.array(0.0), (T, N, C))
+def _posteriors(
+    blank_emit: Array, label_emit: Array, labels: Array, il: Array, tl: Array, step: Callable[..., tuple[Array, Array]]
+) -> tuple[Array, Array, Array]:
+    """``log p`` ``(N,)``, the blank's posterior summed over its states ``(T, N)``, and each
+    label's ``(T, N, S)``: alpha for the batch and its reversal in one scan of ``2 N``
+    examples, as beta is alpha of the reversed problem."""
+    N, S = labels.shape
     rev_blank, rev_label, rev_labels = _reversed(blank_emit, label_emit, labels, il, tl)
-    alpha_b, alpha_l = scan(
+    alpha_b, alpha_l = _alphas(
         mx.concatenate([blank_emit, rev_blank], axis=1),
         mx.concatenate([label_emit, rev_label], axis=1),
         mx.concatenate([labels, rev_labels], axis=0),
+        step,
     )
     alpha = alpha_b[:, :N], alpha_l[:, :N]
     log_lik = _log_likelihood(*alpha, il, tl)
     beta = _betas((alpha_b[:, N:], alpha_l[:, N:]), il, tl)
     ll = log_lik[None, :, None]
     # Both alpha and beta include the emission at t: remove it once.
-    post_blank = _posterior(alpha[0][1:] + beta[0] - (blank_emit[..., None] + ll))  # (T, N, 1) first
+    post_blank = _posterior(alpha[0][1:] + beta[0] - (blank_emit[..., None] + ll))
     post_label = _posterior(alpha[1][1:, :, :S] + beta[1][:, :, :S] - label_emit - ll)
+    return log_lik, mx.sum(post_blank, axis=2), post_label
+
+
+_COMPILED = Engine(functools.partial(_alphas, step=_alpha_compiled), functools.partial(_posteriors, step=_alpha_compiled))
+_INLINE = Engine(functools.partial(_alphas, step=_alpha_inline), functools.partial(_posteriors, step=_alpha_inline))
+_HOST = Engine(_host_alphas, _host_posteriors)
+
+
+def _eager_engine() -> Engine:
+    """The scan outside traces: NumPy's on the CPU, compiled MLX steps on a GPU."""
+    return _HOST if mx.default_device().type == mx.DeviceType.cpu else _COMPILED
+
+
+def _solve(inputs: Sequence[Array], zero_infinity: bool, engine: Engine, gradients: bool) -> tuple[Array, Array]:
+    """(loss ``(N,)``, d loss / d log_probs ``(T, N, C)``) of ``(log_probs, labels, lengths.., blank)``.
+
+    Without ``gradients`` only alpha is computed, and the gradient is zeros that take no memory.
+    """
+    log_probs, labels, il, tl, blank = inputs
+    T, N, C = log_probs.shape
+    blank_emit, label_emit = (mx.maximum(e, NEG) for e in _emissions(log_probs, labels, blank))
+    if not gradients:
+        alpha = engine.alphas(blank_emit, label_emit, labels)
+        loss = _loss(_log_likelihood(*alpha, il, tl), zero_infinity)
+        return loss, mx.broadcast_to(mx.array(0.0), (T, N, C))
+    log_lik, post_blank, post_label = engine.posteriors(blank_emit, label_emit, labels, il, tl)
     # Sum the posteriors of each class: the vjp of the gathering (a scatter-add along C).
-    _, (grad,) = mx.vjp(
-        lambda lp: _emissions(lp, labels, blank), [log_probs], [-mx.sum(post_blank, axis=2), -post_label]
-    )
+    _, (grad,) = mx.vjp(lambda lp: _emissions(lp, labels, blank), [log_probs], [-post_blank, -post_label])
     # An impossible target has no posterior: PyTorch's gradient is nan on its frames, or 0
     # with zero_infinity.
     impossible = log_lik < IMPOSSIBLE
@@ -310,12 +386,12 @@ def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) 
     """The core's forward: gradients when autodiff may ask for them (or when told to)."""
     mode = transformation(inputs)
     if mode == "trace":
-        return _solve(inputs, zero_infinity, _inline_alphas, gradients=True)
+        return _solve(inputs, zero_infinity, _INLINE, gradients=True)
     if mode == "grad":
         # Plain copies (no longer tracers), so that the compiled steps stay compiled.
         plain = [mx.array(np.array(x)) for x in inputs]
-        return _solve(plain, zero_infinity, _eager_alphas, gradients=True)
-    return _solve(inputs, zero_infinity, _eager_alphas, gradients)
+        return _solve(plain, zero_infinity, _eager_engine(), gradients=True)
+    return _solve(inputs, zero_infinity, _eager_engine(), gradients)
 
 
 # --- the custom function ------------------------------------------------------------------
@@ -373,8 +449,8 @@ def _vmap(zero_infinity: bool, inputs: Sequence[Array], axes: Sequence[int | Non
     if transformation(folded) == "eager":
         # No autodiff around us, but a vmapped mx.grad may read the gradient: build it
         # apart from the loss, so that it is only computed if it is used.
-        loss = _solve(folded, zero_infinity, _eager_alphas, gradients=False)[0]
-        outputs = (loss, _solve(folded, zero_infinity, _eager_alphas, gradients=True)[1])
+        loss = _solve(folded, zero_infinity, _eager_engine(), gradients=False)[0]
+        outputs = (loss, _solve(folded, zero_infinity, _eager_engine(), gradients=True)[1])
     else:
         outputs = _CORE[zero_infinity](*folded)
     unfolded = tuple(

@@ -357,9 +357,13 @@ def test_autodiff_uses_the_custom_vjp_and_the_eager_scan(monkeypatch: pytest.Mon
 
         return wrapper
 
+    def solve(inputs: Any, zero_infinity: bool, engine: Any, gradients: bool) -> Any:
+        calls["inline" if engine is K._INLINE else "eager"] += 1
+        return original_solve(inputs, zero_infinity, engine, gradients)
+
+    original_solve = K._solve
     monkeypatch.setattr(K, "_vjp", counted("vjp", K._vjp))
-    monkeypatch.setattr(K, "_eager_alphas", counted("eager", K._eager_alphas))
-    monkeypatch.setattr(K, "_inline_alphas", counted("inline", K._inline_alphas))
+    monkeypatch.setattr(K, "_solve", solve)
     monkeypatch.setitem(K._CORE, False, K._make_core(False))
     args = per_example()
     reduced = T.reduce(lossfn.ctc_loss, "sum")
@@ -412,11 +416,35 @@ def test_numpy_scan_equals_the_compiled_steps(N: int, S: int, T_: int) -> None:
     log_probs[2, 0, :] = K.NEG  # a frame that no path crosses
     lp, lab = mx.array(log_probs), mx.array(labels)
     blank_emit, label_emit = K._emissions(lp, lab, mx.array(0, dtype=mx.int32))
-    for host, steps in zip(K._host_alphas(blank_emit, label_emit, lab), K._alphas(blank_emit, label_emit, lab, K._alpha_compiled)):
+    for host, steps in zip(K._HOST.alphas(blank_emit, label_emit, lab), K._COMPILED.alphas(blank_emit, label_emit, lab)):
         host, steps = np.asarray(host), np.asarray(steps)
         reachable = steps > K.IMPOSSIBLE
         np.testing.assert_array_equal(host > K.IMPOSSIBLE, reachable)
         np.testing.assert_allclose(host[reachable], steps[reachable], rtol=2e-6, atol=2e-6)
+
+
+def test_numpy_posteriors_equal_the_compiled_steps() -> None:
+    """NumPy's posteriors (beta from the problem flipped whole) equal the compiled steps' (beta
+    from each example reversed in place), for shorter inputs, shorter and empty targets, an
+    impossible target, and nan in the frames past an input, which neither reads."""
+    rng = np.random.default_rng(3)
+    T_, N, S = 9, 6, 4
+    labels = rng.integers(1, 4, size=(N, S)).astype(np.int32)
+    log_probs = np.log(rng.dirichlet(np.ones(5), size=(T_, N))).astype(np.float32)
+    il, tl = np.array([9, 6, 9, 3, 1, 0]), np.array([4, 2, 0, 3, 4, 0])  # example 4: impossible
+    log_probs[6:, 1] = np.nan
+    lp, lab, il, tl = mx.array(log_probs), mx.array(labels), mx.array(il, mx.int32), mx.array(tl, mx.int32)
+    blank_emit, label_emit = (mx.maximum(e, K.NEG) for e in K._emissions(lp, lab, mx.array(0, dtype=mx.int32)))
+    host = K._HOST.posteriors(blank_emit, label_emit, lab, il, tl)
+    steps = K._COMPILED.posteriors(blank_emit, label_emit, lab, il, tl)
+    possible = np.asarray(steps[0]) > K.IMPOSSIBLE  # an impossible target's posteriors are never used
+    assert possible.tolist() == [True, True, True, False, False, True]
+    np.testing.assert_array_equal(np.asarray(host[0]) > K.IMPOSSIBLE, possible)
+    close(np.asarray(host[0])[possible], np.asarray(steps[0])[possible], 1e-6, 1e-6, what="log p")
+    for name, a, b in zip(("blank", "labels"), host[1:], steps[1:]):
+        a, b = np.asarray(a)[:, possible], np.asarray(b)[:, possible]
+        assert not np.isnan(a).any()
+        close(a, b, 1e-5, 1e-6, what=name)
 
 
 def test_compiling_through_warns_on_the_cpu() -> None:
