@@ -411,9 +411,11 @@ def _not_twice_differentiable(cotangent: Array) -> Array | float:
     reached, so that a wrong Hessian is never a plausible one.
     """
     reached = cotangent != 0
-    if transformation([reached]) == "trace":
+    try:
+        any_reached = mx.any(reached).item()  # one evaluation: cheaper than probing first
+    except ValueError:  # traced (mx.compile, mx.vmap): nothing can be read
         return mx.where(reached, mx.nan, 0.0)
-    if mx.any(reached).item():
+    if any_reached:
         raise ValueError(
             "ctc_loss is not twice differentiable: its gradient is computed by a custom scan "
             "(PyTorch's CTC backward is not differentiable either)"
