@@ -24,9 +24,11 @@ microseconds each, and no kernel waits for g++ on a first call. Elsewhere (a GPU
 a trace) each step is one compiled MLX function, called ``T`` times, and MLX evaluates the
 graph of ``T`` steps at the end.
 
-Backward. beta (from the end) is alpha of the problem read backwards: each example's own
-frames and labels reversed. So the gradient needs no second recursion: the batch and its
-reversal go through the scan together, as ``2 N`` examples. The posterior of a state is
+Backward. beta (from the end) is alpha of the problem read backwards, so the gradient needs
+no second recursion: the batch and its reversal go through the scan together, as ``2 N``
+examples. The MLX engine reverses each example's own frames and labels (gathers); the NumPy
+one flips the whole padded problem, so that beta is alpha flipped back (views), and starts
+each flipped example at its own frame and state (:func:`_host_posteriors`). The posterior of a state is
 ``exp(alpha + beta - e - log p)`` (both include the emission ``e`` at t), and the gradient of
 ``-log p`` with respect to a log-probability is minus the posterior of its states.
 
