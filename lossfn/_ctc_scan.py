@@ -28,9 +28,9 @@ Backward. beta (from the end) is alpha of the problem read backwards, so the gra
 no second recursion: the batch and its reversal go through the scan together, as ``2 N``
 examples. The MLX engine reverses each example's own frames and labels (gathers); the NumPy
 one flips the whole padded problem, so that beta is alpha flipped back (views), and starts
-each flipped example at its own frame and state (:func:`_host_posteriors`). The posterior of a state is
-``exp(alpha + beta - e - log p)`` (both include the emission ``e`` at t), and the gradient of
-``-log p`` with respect to a log-probability is minus the posterior of its states.
+each flipped example at its own frame and state (:func:`_host_posteriors`). The posterior of
+a state is ``exp(alpha + beta - e - log p)`` (both include the emission ``e`` at t), and the
+gradient of ``-log p`` with respect to a log-probability is minus the posterior of its states.
 
 Why the scan runs outside autodiff. ``mx.compile`` inlines a compiled function called with
 tracers, i.e. inside ``mx.grad``, ``mx.vmap`` or ``mx.compile``: a scan of ``T`` steps then
@@ -62,6 +62,7 @@ from . import _fastmath as fm
 
 Array = mx.array
 Lse = Callable[[Array, Array], Array]
+
 
 class CompileThroughWarning(UserWarning):
     """``ctc_loss`` traced by ``mx.compile`` on the CPU: its first call compiles for seconds.
@@ -390,7 +391,8 @@ def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) 
     if mode == "trace":
         return _solve(inputs, zero_infinity, _INLINE, gradients=True)
     if mode == "grad":
-        # Plain copies (no longer tracers), so that the compiled steps stay compiled.
+        # Plain copies (no longer tracers), for the eager engine: NumPy reads them, and MLX's
+        # compiled steps stay compiled.
         plain = [mx.array(np.array(x)) for x in inputs]
         return _solve(plain, zero_infinity, _eager_engine(), gradients=True)
     return _solve(inputs, zero_infinity, _eager_engine(), gradients)
