@@ -77,6 +77,8 @@ class CompileThroughWarning(UserWarning):
 NEG = -1e30
 # A log-likelihood below this is an impossible alignment (possible ones are above -1e20).
 IMPOSSIBLE = NEG / 2
+# A log-posterior at or below this is exactly 0 (see ``_posterior``), in both engines.
+POSTERIOR_FLOOR = -80.0
 
 
 def _lse(a: Array, b: Array) -> Array:
@@ -259,7 +261,7 @@ def _host_posteriors(blank_emit: Array, label_emit: Array, labels: Array, input_
             x = alpha + beta
             x -= emit
             x -= log_lik
-            np.copyto(x, -np.inf, where=dead | (x <= -80))
+            np.copyto(x, -np.inf, where=dead | (x <= POSTERIOR_FLOOR))
             return np.exp(x, out=x)
 
     post_blank = posterior(blank[1:, :, :N], blank[T:0:-1, ::-1, N:], be[:, None, :]).sum(axis=1)  # (T, N)
@@ -319,7 +321,7 @@ def _posterior(log_post: Array) -> Array:
     is 2e-6 at -80, where the posterior is 1e-35, and below float32's resolution near 1. These
     run eagerly, four operations over every state of every frame, not eight.
     """
-    return mx.where(log_post > -80.0, fm.e_power(mx.maximum(log_post, -80.0)), 0.0)
+    return mx.where(log_post > POSTERIOR_FLOOR, fm.e_power(mx.maximum(log_post, POSTERIOR_FLOOR)), 0.0)
 
 
 def _emissions(log_probs: Array, labels: Array, blank: Array) -> tuple[Array, Array]:
