@@ -1,7 +1,8 @@
 """Time ``lossfn.functional.ctc_loss`` against PyTorch 2.13's CPU ``ctc_loss``.
 
 Run ``python benchmarks/bench_ctc.py`` (``--repeats N``, default 15). For each shape
-``(T, N, C, S)`` of the CTC issue, in one interleaved run:
+``(T, N, C, S)`` of the CTC issue, in one interleaved run (each sample the mean of a burst of
+calls back to back, as in a training loop; see ``timing.samples``):
 
 * forward: the loss ('mean'), evaluated; torch under ``no_grad``;
 * forward+backward: ``mx.value_and_grad`` with respect to ``log_probs`` (value evaluated too,
@@ -36,7 +37,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import SETTLE, compare_paired, cpu_name, force, report_paired
+from timing import BURST, SETTLE, compare_paired, cpu_name, force, report_paired
 
 import lossfn.functional as F
 
@@ -204,9 +205,9 @@ def main() -> None:
         data = make_inputs(*shape)
         (mx_f, mx_fb), (th_f, th_fb) = mlx_calls(data), torch_calls(data)
         title = "T, N, C, S = {}, {}, {}, {}".format(*shape)
-        medians, ratios = compare_paired({"torch": th_f, "lossfn": mx_f}, "torch", args.repeats, settle=SETTLE)
+        medians, ratios = compare_paired({"torch": th_f, "lossfn": mx_f}, "torch", args.repeats, settle=SETTLE, burst=BURST)
         print(report_paired(f"{title}: forward", medians, ratios, "torch"))
-        medians, ratios = compare_paired({"torch": th_fb, "lossfn": mx_fb}, "torch", args.repeats, settle=SETTLE)
+        medians, ratios = compare_paired({"torch": th_fb, "lossfn": mx_fb}, "torch", args.repeats, settle=SETTLE, burst=BURST)
         print(report_paired(f"{title}: forward+backward", medians, ratios, "torch"))
         c, w = cold[str(shape)], warm[str(shape)]
         print(

@@ -17,6 +17,8 @@ import mlx.core as mx
 # Untimed pause before each call where torch is timed: its OpenMP workers spin after an op
 # (see ``samples``).
 SETTLE = 0.01
+# Calls per sample where calls are short: the first wakes torch's sleeping workers (untimed).
+BURST = 5
 
 
 def force(out: Any) -> None:
@@ -49,12 +51,16 @@ def report(title: str, medians: dict[str, float], baseline: str) -> str:
 
 
 def samples(
-    candidates: dict[str, Callable[[], Any]], repeats: int = 15, warmup: int = 2, settle: float = 0.0
+    candidates: dict[str, Callable[[], Any]], repeats: int = 15, warmup: int = 2, settle: float = 0.0, burst: int = 1
 ) -> dict[str, list[float]]:
     """Seconds of each call, ``repeats`` rounds of the candidates run one after the other.
 
     ``settle`` seconds of sleep (untimed) precede each call: after a multi-threaded torch op,
     its OpenMP workers spin for a few ms and slow the next call by up to 50% on 2 cores.
+    With ``burst > 1`` a sample is the mean of ``burst`` calls back to back after one more,
+    untimed: the steady state of a loop. After a sleep, waking torch's workers can cost more
+    than a short op (a KVM guest on an Intel Xeon, 2026-12-03: CTC at (50, 16, 20, 30),
+    forward+backward 11.9 ms a single call after 10 ms of sleep, 0.77 ms in a loop).
     """
     for fn in candidates.values():
         for _ in range(warmup):
@@ -64,20 +70,28 @@ def samples(
         for name, fn in candidates.items():
             if settle:
                 time.sleep(settle)
+            if burst > 1:
+                force(fn())
             start = time.perf_counter()
-            force(fn())
-            out[name].append(time.perf_counter() - start)
+            for _ in range(burst):
+                force(fn())
+            out[name].append((time.perf_counter() - start) / burst)
     return out
 
 
 def compare_paired(
-    candidates: dict[str, Callable[[], Any]], baseline: str, repeats: int = 15, warmup: int = 2, settle: float = 0.0
+    candidates: dict[str, Callable[[], Any]],
+    baseline: str,
+    repeats: int = 15,
+    warmup: int = 2,
+    settle: float = 0.0,
+    burst: int = 1,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Medians as in ``compare``, and for each candidate the median over rounds of
     ``time / baseline's time in the same round``: load that drifts between rounds cancels.
-    ``settle`` as in :func:`samples`.
+    ``settle`` and ``burst`` as in :func:`samples`.
     """
-    s = samples(candidates, repeats, warmup, settle)
+    s = samples(candidates, repeats, warmup, settle, burst)
     medians = {name: statistics.median(t) for name, t in s.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(t, s[baseline])) for name, t in s.items()}
     return medians, ratios
