@@ -147,21 +147,19 @@ def _alphas(blank_emit: Array, label_emit: Array, labels: Array, step: Callable[
 
 
 def _host_lse(scratch: tuple[np.ndarray, np.ndarray]) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
-    """:func:`_lse` in NumPy, written into ``out``, through two scratch arrays at least as long.
+    """:func:`_lse` in NumPy, written into ``out``, through two scratch arrays of its shape.
 
-    Without its clamp at -17, which only keeps ``powf`` off its slow path: below -17,
-    ``1 + exp(d)`` rounds to 1 either way, and NumPy's ``exp`` is fast there (the scan ran
-    7-16% faster without it, bitwise alike).
+    ``max + log1p(exp(min - max))``: NumPy's ``log1p`` costs what ``log`` does and saves the
+    ``+ 1``. Without :func:`_lse`'s clamp at -17, which only keeps ``powf`` off its slow path.
     """
+    hi, d = scratch
 
     def lse(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        hi, d = (x[: len(a)] for x in scratch)
         np.maximum(a, b, out=hi)
         np.minimum(a, b, out=d)
-        d -= hi
+        np.subtract(d, hi, out=d)
         np.exp(d, out=d)
-        d += 1
-        np.log(d, out=d)
+        np.log1p(d, out=d)
         np.add(hi, d, out=out)
 
     return lse
@@ -187,17 +185,22 @@ def _host_scan(
     and last stay ``NEG``: a step copies nothing and runs on contiguous memory. Each example
     starts at frame 0 in ``B_0``, or where ``starts`` (frames, blank states) say: before its
     start frame it is ``NEG`` everywhere, whatever its emissions there.
+
+    A step is 16 NumPy calls of about a microsecond each on small batches, so it counts them:
+    the skip is ``max(lse(B_k, A_{k-1}) + no_skip, B_k)``, ``no_skip`` 0 where the jump is
+    allowed and ``NEG`` where not (two calls; ``np.where`` costs four), as ``lse(B_k, x) >= B_k``.
     """
     T, S, N = label_emit.shape
     W = S + 1
-    skip = np.zeros((S, N), bool)  # the jump A_{k-1} -> A_k, never at k = 0
-    skip[1:] = labels[1:] != labels[:-1]
+    no_skip = np.full((S, N), NEG, np.float32)  # the jump A_{k-1} -> A_k, never at k = 0
+    no_skip[1:][labels[1:] != labels[:-1]] = 0
     blank = np.full((T + 1, W, N), NEG, np.float32)
     label = np.full((T + 1, W + 1, N), NEG, np.float32)
     frames, states = starts if starts is not None else (np.zeros(N, np.int64), np.zeros(N, np.int64))
     begins = {int(f): (states[frames == f], np.flatnonzero(frames == f)) for f in np.unique(frames)}
-    from_left = np.empty((W, N), np.float32)
-    step_lse = lse((np.empty((W, N), np.float32), np.empty((W, N), np.float32)))
+    from_left, into = np.empty((W, N), np.float32), np.empty((S, N), np.float32)
+    lse_blank = lse((np.empty((W, N), np.float32), np.empty((W, N), np.float32)))
+    lse_label = lse((np.empty((S, N), np.float32), np.empty((S, N), np.float32)))
     with np.errstate(all="ignore"):  # a nan or inf example is invalid: its loss is nan anyway
         for t in range(T + 1):
             if t in begins:  # alpha just before the start frame: log 1 in the start state
@@ -206,11 +209,12 @@ def _host_scan(
             if t == T:
                 break
             b, a = blank[t], label[t]
-            step_lse(b, a[:W], from_left)  # lse(B_k, A_{k-1})
-            into = np.where(skip, from_left[:S], b[:S])  # one call: faster than two masked copies
+            lse_blank(b, a[:W], from_left)  # lse(B_k, A_{k-1})
+            np.add(from_left[:S], no_skip, out=into)
+            np.maximum(into, b[:S], out=into)
             np.add(from_left, blank_emit[t], out=blank[t + 1])
             new = label[t + 1, 1:W]
-            step_lse(a[1:W], into, new)
+            lse_label(a[1:W], into, new)
             new += label_emit[t]
     return blank, label
 
@@ -229,19 +233,28 @@ def _host_alphas(blank_emit: Array, label_emit: Array, labels: Array, lse: Calla
     return mx.array(blank).transpose(0, 2, 1), mx.array(label[:, 1:]).transpose(0, 2, 1)
 
 
-def _host_posteriors(blank_emit: Array, label_emit: Array, labels: Array, input_lengths: Array, target_lengths: Array) -> tuple[Array, Array, Array]:
-    """:func:`_posteriors` by NumPy, with beta from the problem flipped whole.
+def _host_log_likelihood(blank: np.ndarray, label: np.ndarray, L: np.ndarray, Sp: np.ndarray) -> np.ndarray:
+    """:func:`_log_likelihood` of the first ``len(L)`` examples of a :func:`_host_scan`."""
+    n = np.arange(len(L))
+    log_lik = np.empty(len(L), np.float32)
+    with np.errstate(all="ignore"):
+        _host_lse((np.empty_like(log_lik), np.empty_like(log_lik)))(blank[L, Sp, n], label[L, Sp, n], log_lik)  # B_{S'}, A_{S'-1}
+    return log_lik
 
-    The flipped problem reads every example's frames ``T-1..0`` and label slots ``S-1..0``,
-    so beta is alpha flipped back (``beta_t(B_k) = alpha'_{T-1-t}(B'_{S-k})``,
+
+def _host_posterior_scan(be: np.ndarray, le: np.ndarray, lab: np.ndarray, L: np.ndarray, Sp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_posteriors` in NumPy's layout: ``log p`` ``(N,)``, blank ``(T, N)``, labels ``(T, S, N)``.
+
+    beta comes from the problem flipped whole. It reads every example's frames ``T-1..0`` and
+    label slots ``S-1..0``, so beta is alpha flipped back (``beta_t(B_k) = alpha'_{T-1-t}(B'_{S-k})``,
     ``beta_t(A_k) = alpha'_{T-1-t}(A'_{S-1-k})``): views, not gathers. Its example ``n``
     starts at frame ``T - L`` in the blank ``B'_{S-S'}`` after the padding slots, which lie
     behind it (``L``, ``S'`` its lengths). Both problems run as one scan of ``2 N`` examples.
+    A posterior is ``exp(alpha + beta - e - log p)``, 0 on the frames past an input (whatever
+    their emissions: nothing reads them).
     """
-    T, N, S = label_emit.shape
+    T, S, N = le.shape
     W = S + 1
-    be, le, lab = _host_layout(blank_emit, label_emit, labels)
-    L, Sp = np.asarray(input_lengths).astype(np.int64), np.asarray(target_lengths).astype(np.int64)
     starts = (np.concatenate([np.zeros(N, np.int64), T - L]), np.concatenate([np.zeros(N, np.int64), S - Sp]))
     blank, label = _host_scan(
         np.concatenate([be, be[::-1]], axis=1),
@@ -250,23 +263,60 @@ def _host_posteriors(blank_emit: Array, label_emit: Array, labels: Array, input_
         _host_lse,
         starts,
     )
-    n = np.arange(N)
-    log_lik = np.empty(N, np.float32)
-    _host_lse((np.empty(N, np.float32), np.empty(N, np.float32)))(blank[L, Sp, n], label[L, Sp, n], log_lik)  # B_{S'}, A_{S'-1}
-    dead = (np.arange(T)[:, None] >= L[None, :])[:, None, :]  # (T, 1, N): frames past the input
+    log_lik = _host_log_likelihood(blank, label, L, Sp)
 
     def posterior(alpha: np.ndarray, beta: np.ndarray, emit: np.ndarray) -> np.ndarray:
-        """``exp(alpha + beta - e - log p)``, exactly 0 below -80 and past the input."""
         with np.errstate(all="ignore"):
             x = alpha + beta
             x -= emit
             x -= log_lik
-            np.copyto(x, -np.inf, where=dead | (x <= POSTERIOR_FLOOR))
             return np.exp(x, out=x)
 
     post_blank = posterior(blank[1:, :, :N], blank[T:0:-1, ::-1, N:], be[:, None, :]).sum(axis=1)  # (T, N)
     post_label = posterior(label[1:, 1:W, :N], label[T:0:-1, S:0:-1, N:], le)  # (T, S, N)
+    dead = np.arange(T)[:, None] >= L[None, :]  # (T, N)
+    if dead.any():
+        post_blank[dead] = 0
+        post_label.transpose(0, 2, 1)[dead] = 0
+    return log_lik, post_blank, post_label
+
+
+def _host_posteriors(blank_emit: Array, label_emit: Array, labels: Array, input_lengths: Array, target_lengths: Array) -> tuple[Array, Array, Array]:
+    """:func:`_posteriors` by NumPy (:func:`_host_posterior_scan`)."""
+    be, le, lab = _host_layout(blank_emit, label_emit, labels)
+    L, Sp = np.asarray(input_lengths).astype(np.int64), np.asarray(target_lengths).astype(np.int64)
+    log_lik, post_blank, post_label = _host_posterior_scan(be, np.ascontiguousarray(le), lab, L, Sp)
     return mx.array(log_lik), mx.array(post_blank), mx.array(post_label).transpose(0, 2, 1)
+
+
+def _host_solve(inputs: Sequence[Array], zero_infinity: bool, gradients: bool) -> tuple[Array, Array]:
+    """:func:`_solve` in NumPy from end to end, for the CPU outside traces: each MLX operation
+    costs several microseconds to build and evaluate, NumPy's one.
+
+    The emissions are gathered by fancy indexing straight into the scan's layout, and the
+    gradient is the scatter-add of the posteriors by ``np.bincount`` over flat indices
+    ``(t N + n) C + l``.
+    """
+    log_probs, labels, il, tl, blank = (np.asarray(x) for x in inputs)
+    T, N, C = log_probs.shape
+    blank, lab = int(blank), np.ascontiguousarray(labels.T)  # (S, N)
+    L, Sp = il.astype(np.int64), tl.astype(np.int64)
+    be = np.maximum(log_probs[:, :, blank], NEG)  # (T, N)
+    le = np.maximum(log_probs[:, np.arange(N)[None, :], lab], NEG)  # (T, S, N)
+    if not gradients:
+        log_lik = _host_log_likelihood(*_host_scan(be, le, lab), L, Sp)
+        return _loss(mx.array(log_lik), zero_infinity), mx.broadcast_to(mx.array(0.0), (T, N, C))
+    log_lik, post_blank, post_label = _host_posterior_scan(be, le, lab, L, Sp)
+    flat = (np.arange(T * N).reshape(T, 1, N)) * C + lab  # (T, S, N)
+    grad = np.bincount(flat.reshape(-1), weights=post_label.reshape(-1), minlength=T * N * C)
+    grad = grad.astype(np.float32).reshape(T, N, C)
+    grad[:, :, blank] += post_blank
+    np.negative(grad, out=grad)
+    impossible = log_lik < IMPOSSIBLE
+    if impossible.any():  # no posterior: PyTorch's gradient is nan on its frames, or 0 with zero_infinity
+        live = np.arange(T)[:, None] < L[None, :]
+        grad[live & impossible[None, :]] = 0.0 if zero_infinity else np.nan
+    return _loss(mx.array(log_lik), zero_infinity), mx.array(grad)
 
 
 class Engine(NamedTuple):
@@ -368,6 +418,8 @@ def _solve(inputs: Sequence[Array], zero_infinity: bool, engine: Engine, gradien
 
     Without ``gradients`` only alpha is computed, and the gradient is zeros that take no memory.
     """
+    if engine is _HOST:
+        return _host_solve(inputs, zero_infinity, gradients)
     log_probs, labels, il, tl, blank = inputs
     T, N, C = log_probs.shape
     blank_emit, label_emit = (mx.maximum(e, NEG) for e in _emissions(log_probs, labels, blank))
@@ -397,10 +449,10 @@ def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) 
     if mode == "trace":
         return _solve(inputs, zero_infinity, _INLINE, gradients=True)
     if mode == "grad":
-        # Plain copies (no longer tracers), for the eager engine: NumPy reads them, and MLX's
-        # compiled steps stay compiled.
-        plain = [mx.array(np.array(x)) for x in inputs]
-        return _solve(plain, zero_infinity, _eager_engine(), gradients=True)
+        engine = _eager_engine()
+        if engine is not _HOST:  # plain copies, no longer tracers: MLX's compiled steps stay compiled
+            inputs = [mx.array(np.array(x)) for x in inputs]
+        return _solve(inputs, zero_infinity, engine, gradients=True)
     return _solve(inputs, zero_infinity, _eager_engine(), gradients)
 
 
