@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
@@ -16,18 +15,6 @@ from .. import _checks as C
 from .._ctc_scan import CompileThroughWarning, ctc_batch
 
 Array = mx.array
-Check = tuple[Array, Callable[[], Exception]]
-
-
-def _raise_first_failure(checks: list[Check]) -> None:
-    """Raise the error of the first check that fails; one evaluation when all hold.
-
-    The checks need the data, so they are skipped when traced (see ``C.holds``).
-    """
-    if C.holds(mx.stack([mx.all(ok) for ok, _ in checks])) is False:
-        for ok, error in checks:
-            if not C.holds(ok):
-                raise error()
 
 
 def _warn_if_compiled_through(log_probs: Array) -> None:
@@ -58,57 +45,55 @@ def _lengths(value: Any, name: str, batch_size: int) -> Array:
     return lengths.reshape(batch_size)
 
 
-def _check_lengths(targets: Array, input_lengths: Array, target_lengths: Array, num_frames: int) -> None:
-    il, tl = input_lengths, target_lengths
-    checks: list[Check] = [
-        ((il >= 0) & (il <= num_frames), lambda: ValueError(f"input_lengths must be in [0, T] = [0, {num_frames}], got {np.asarray(il).tolist()}")),
-        (tl >= 0, lambda: ValueError(f"target_lengths must not be negative, got {np.asarray(tl).tolist()}")),
-    ]
-    if targets.ndim == 2:
-        checks.append((
-            tl <= targets.shape[1],
-            lambda: ValueError(
-                f"target_lengths must be at most the width of the padded targets "
-                f"{C.shape_str(targets)}, got {np.asarray(tl).tolist()}"
-            ),
-        ))
-    else:
-        checks.append((
-            mx.sum(tl) == targets.size,
-            lambda: ValueError(
-                f"concatenated targets must hold sum(target_lengths) = {mx.sum(tl).item()} labels, "
-                f"got shape {C.shape_str(targets)}"
-            ),
-        ))
-    _raise_first_failure(checks)
+def _read(*arrays: Array) -> list[np.ndarray] | None:
+    """The arrays as NumPy from one evaluation (free when they are evaluated already); None
+    when traced by ``mx.compile`` or ``mx.vmap``, where nothing can be read and the value
+    checks are skipped (as ``C.holds`` skips them)."""
+    try:
+        mx.eval(*arrays)
+    except ValueError:
+        return None
+    return [np.asarray(a) for a in arrays]
 
 
-def _padded(targets: Array, target_lengths: Array, batch_size: int) -> Array:
-    """Targets as ``(N, S)``: padded ``(N, S)`` as they are, concatenated ``(sum(lengths),)`` split up."""
+def _check_lengths(targets: Array, il: np.ndarray, tl: np.ndarray, num_frames: int) -> None:
+    """Input lengths in ``[0, T]``; target lengths at least 0, and at most the padded width
+    (padded targets) or summing to the number of labels (concatenated ones)."""
+    if not np.all((il >= 0) & (il <= num_frames)):
+        raise ValueError(f"input_lengths must be in [0, T] = [0, {num_frames}], got {il.tolist()}")
+    if np.any(tl < 0):
+        raise ValueError(f"target_lengths must not be negative, got {tl.tolist()}")
+    if targets.ndim == 2 and np.any(tl > targets.shape[1]):
+        raise ValueError(
+            f"target_lengths must be at most the width of the padded targets "
+            f"{C.shape_str(targets)}, got {tl.tolist()}"
+        )
+    if targets.ndim == 1 and tl.sum() != targets.size:
+        raise ValueError(
+            f"concatenated targets must hold sum(target_lengths) = {tl.sum()} labels, "
+            f"got shape {C.shape_str(targets)}"
+        )
+
+
+def _padded(targets: Array, target_lengths: Array, batch_size: int, width: int | None) -> Array:
+    """Targets as ``(N, S)``: padded ``(N, S)`` as they are, concatenated ``(sum(lengths),)``
+    split up to the longest target (``width``), or to every label when traced (None)."""
     if targets.ndim == 2:
         return targets
-    try:  # the padded width: the longest target,
-        width = int(mx.max(target_lengths).item()) if batch_size else 0
-    except ValueError:  # or, when traced, every label
-        width = targets.size
+    width = targets.size if width is None else width
     starts = mx.cumsum(target_lengths) - target_lengths
     index = mx.clip(starts[:, None] + mx.arange(width)[None, :], 0, max(targets.size - 1, 0))
     return targets[index] if targets.size else mx.zeros((batch_size, width), dtype=targets.dtype)
 
 
-def _check_labels(targets: Array, target_lengths: Array, num_classes: int, blank: int) -> None:
-    """Labels within the target lengths lie in [0, C) and are not the blank."""
-    unused = mx.arange(targets.shape[1])[None, :] >= target_lengths[:, None]
-    in_range = (targets >= 0) & (targets < num_classes)
-
-    def out_of_range() -> Exception:
-        bad = np.asarray(targets)[~np.asarray(unused | in_range)]
-        return IndexError(f"targets holds label {bad[0]}, outside [0, {num_classes})")
-
-    _raise_first_failure([
-        (unused | in_range, out_of_range),
-        (unused | (targets != blank), lambda: ValueError(f"targets must not contain the blank label {blank}")),
-    ])
+def _check_labels(targets: np.ndarray, tl: np.ndarray, num_classes: int, blank: int) -> None:
+    """The labels within the target lengths lie in ``[0, C)`` and are not the blank."""
+    used = targets if targets.ndim == 1 else targets[np.arange(targets.shape[1])[None, :] < tl[:, None]]
+    outside = (used < 0) | (used >= num_classes)
+    if outside.any():
+        raise IndexError(f"targets holds label {used[outside][0]}, outside [0, {num_classes})")
+    if np.any(used == blank):
+        raise ValueError(f"targets must not contain the blank label {blank}")
 
 
 def ctc_loss(
@@ -161,9 +146,15 @@ def ctc_loss(
         raise ValueError(
             f"targets of shape {C.shape_str(targets)} must have one row per example (batch size {batch_size})"
         )
-    _check_lengths(targets, input_lengths, target_lengths, num_frames)
-    targets = _padded(targets.astype(mx.int32), target_lengths, batch_size)
-    _check_labels(targets, target_lengths, num_classes, blank)
+    lengths = _read(input_lengths, target_lengths)
+    if lengths is not None:
+        _check_lengths(targets, *lengths, num_frames)
+    targets = targets.astype(mx.int32)
+    labels = _read(targets)
+    if lengths is not None and labels is not None:
+        _check_labels(labels[0], lengths[1], num_classes, blank)
+    width = int(lengths[1].max(initial=0)) if lengths is not None else None
+    targets = _padded(targets, target_lengths, batch_size, width)
     _warn_if_compiled_through(log_probs)
     # Half precision is computed in float32 (the scan always is) and rounded once, at the end.
     losses = ctc_batch(log_probs.astype(mx.float32), targets, input_lengths, target_lengths, blank, zero_infinity)
