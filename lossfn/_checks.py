@@ -125,6 +125,21 @@ def check_broadcasts(x: mx.array, shape: tuple[int, ...], name: str, to: str) ->
     return x
 
 
+def evaluable(*arrays: mx.array) -> bool:
+    """Whether the arrays can be evaluated here (free where they are already): not where
+    ``mx.compile`` or ``mx.vmap`` traces them (see :func:`holds`)."""
+    try:
+        mx.eval(*arrays)
+    except ValueError:
+        return False
+    return True
+
+
+def readable(*arrays: mx.array) -> list[np.ndarray] | None:
+    """The arrays as NumPy, from one evaluation, or None where they cannot be evaluated."""
+    return [np.asarray(a) for a in arrays] if evaluable(*arrays) else None
+
+
 def holds(condition: mx.array) -> bool | None:
     """Whether every element of ``condition`` is true; None if it cannot be read here.
 

@@ -9,7 +9,6 @@ import mlx.core as mx
 import numpy as np
 
 import transforms as T
-from transforms._tracing import transformation
 
 from .. import _checks as C
 from .._ctc_scan import CompileThroughWarning, ctc_batch
@@ -18,8 +17,9 @@ Array = mx.array
 
 
 def _warn_if_compiled_through(log_probs: Array) -> None:
-    """Warn where a user's ``mx.compile`` traces the loss on the CPU (see :func:`ctc_loss`)."""
-    if mx.default_device().type == mx.DeviceType.cpu and transformation([log_probs]) == "trace":
+    """Warn where a user's ``mx.compile`` traces the loss on the CPU (see :func:`ctc_loss`):
+    where ``log_probs`` cannot be evaluated (under ``mx.grad`` they can, at no cost)."""
+    if mx.default_device().type == mx.DeviceType.cpu and not C.evaluable(log_probs):
         warnings.warn(
             f"ctc_loss is traced by mx.compile: its scan of T = {log_probs.shape[0]} frames is "
             "unrolled into the compiled graph, whose first call compiles about 35 kernels with "
@@ -43,17 +43,6 @@ def _lengths(value: Any, name: str, batch_size: int) -> Array:
             f"{C.shape_str(lengths)}"
         )
     return lengths.reshape(batch_size)
-
-
-def _read(*arrays: Array) -> list[np.ndarray] | None:
-    """The arrays as NumPy from one evaluation (free when they are evaluated already); None
-    when traced by ``mx.compile`` or ``mx.vmap``, where nothing can be read and the value
-    checks are skipped (as ``C.holds`` skips them)."""
-    try:
-        mx.eval(*arrays)
-    except ValueError:
-        return None
-    return [np.asarray(a) for a in arrays]
 
 
 def _check_lengths(targets: Array, il: np.ndarray, tl: np.ndarray, num_frames: int) -> None:
@@ -146,11 +135,11 @@ def ctc_loss(
         raise ValueError(
             f"targets of shape {C.shape_str(targets)} must have one row per example (batch size {batch_size})"
         )
-    lengths = _read(input_lengths, target_lengths)
+    lengths = C.readable(input_lengths, target_lengths)
     if lengths is not None:
         _check_lengths(targets, *lengths, num_frames)
     targets = targets.astype(mx.int32)
-    labels = _read(targets)
+    labels = C.readable(targets)
     if lengths is not None and labels is not None:
         _check_labels(labels[0], lengths[1], num_classes, blank)
     width = int(lengths[1].max(initial=0)) if lengths is not None else None
