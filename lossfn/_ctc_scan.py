@@ -251,8 +251,8 @@ def _host_posterior_scan(be: np.ndarray, le: np.ndarray, lab: np.ndarray, L: np.
     ``beta_t(A_k) = alpha'_{T-1-t}(A'_{S-1-k})``): views, not gathers. Its example ``n``
     starts at frame ``T - L`` in the blank ``B'_{S-S'}`` after the padding slots, which lie
     behind it (``L``, ``S'`` its lengths). Both problems run as one scan of ``2 N`` examples.
-    A posterior is ``exp(alpha + beta - e - log p)``, 0 on the frames past an input (whatever
-    their emissions: nothing reads them).
+    A posterior is ``exp(alpha + beta - e - log p)``, exactly 0 below ``POSTERIOR_FLOOR`` and
+    on the frames past an input (whatever their emissions: nothing reads them).
     """
     T, S, N = le.shape
     W = S + 1
@@ -271,7 +271,12 @@ def _host_posterior_scan(be: np.ndarray, le: np.ndarray, lab: np.ndarray, L: np.
             x = alpha + beta
             x -= emit
             x -= log_lik
-            return np.exp(x, out=x)
+            # Exactly 0 at or below the floor, and no denormals on the way: NumPy's exp takes a
+            # slow path wherever its result is one (ten times slower over [-200, 0]).
+            above = x > POSTERIOR_FLOOR
+            np.maximum(x, POSTERIOR_FLOOR, out=x)
+            np.exp(x, out=x)
+            return np.multiply(x, above, out=x)
 
     post_blank = posterior(blank[1:, :, :N], blank[T:0:-1, ::-1, N:], be[:, None, :]).sum(axis=1)  # (T, N)
     post_label = posterior(label[1:, 1:W, :N], label[T:0:-1, S:0:-1, N:], le)  # (T, S, N)
@@ -473,12 +478,10 @@ def _not_twice_differentiable(cotangent: Array) -> Array | float:
     backward raises too): a ValueError where the cotangent can be read, else ``nan`` wherever it
     reached, so that a wrong Hessian is never a plausible one.
     """
-    reached = cotangent != 0
-    try:
-        any_reached = mx.any(reached).item()  # one evaluation: cheaper than probing first
-    except ValueError:  # traced (mx.compile, mx.vmap): nothing can be read
-        return mx.where(reached, mx.nan, 0.0)
-    if any_reached:
+    read = C.readable(cotangent)  # one evaluation: cheaper than probing first
+    if read is None:  # traced (mx.compile, mx.vmap): nothing can be read
+        return mx.where(cotangent != 0, mx.nan, 0.0)
+    if read[0].any():
         raise ValueError(
             "ctc_loss is not twice differentiable: its gradient is computed by a custom scan "
             "(PyTorch's CTC backward is not differentiable either)"
@@ -551,9 +554,9 @@ def _prepared(xp: Any, log_probs: Any, targets: Any, il: Any, tl: Any, blank: An
     used = xp.arange(S)[None, :] < tl[:, None]
     label_ok = xp.logical_not(used) | ((targets >= 0) & (targets < C) & (targets != blank))
     valid = (il >= 0) & (il <= T) & (tl >= 0) & (tl <= S) & xp.all(label_ok, axis=1) & (blank >= 0) & (blank < C)
+    broken = xp.any(xp.logical_not(log_probs < math.inf), axis=2)  # (T, N): a nan or +inf
     live = xp.arange(T)[:, None] < il[None, :]
-    broken = xp.isnan(log_probs) | (log_probs == math.inf)
-    valid = valid & xp.logical_not(xp.any(broken & live[..., None], axis=(0, 2)))
+    valid = valid & xp.logical_not(xp.any(broken & live, axis=0))
     if S == 0:
         targets, used = xp.zeros((N, 1), dtype=xp.int32), xp.zeros((N, 1), dtype=xp.bool_)
     blank = xp.clip(blank, 0, C - 1)
