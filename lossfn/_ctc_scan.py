@@ -466,27 +466,24 @@ def _run(zero_infinity: bool, inputs: Sequence[Array], gradients: bool = False) 
 
 
 def _vjp(primals: Sequence[Array], cotangents: Sequence[Array], outputs: Sequence[Array]) -> tuple[Array, ...]:
+    """The gradient the forward computed, scaled by the loss's cotangent. The gradient output's
+    own cotangent is 0 for every first derivative; a second one stops at the guard first."""
     g, grad = cotangents[0], outputs[1]
-    second_order = _not_twice_differentiable(cotangents[1])
-    return (g[None, :, None] * grad + second_order, *(mx.zeros_like(p) for p in primals[1:]))
+    return (g[None, :, None] * _first_order_only(grad), *(mx.zeros_like(p) for p in primals[1:]))
 
 
-def _not_twice_differentiable(cotangent: Array) -> Array | float:
-    """0, where nothing differentiates through the gradient output, as first derivatives never do.
+def _not_twice_differentiable(*_: Any) -> Any:
+    raise ValueError(
+        "ctc_loss is not twice differentiable: its gradient is computed by a custom scan "
+        "(PyTorch's CTC backward is not differentiable either)"
+    )
 
-    A second derivative sends a cotangent there, which this core cannot honour (PyTorch's CTC
-    backward raises too): a ValueError where the cotangent can be read, else ``nan`` wherever it
-    reached, so that a wrong Hessian is never a plausible one.
-    """
-    read = C.readable(cotangent)  # one evaluation: cheaper than probing first
-    if read is None:  # traced (mx.compile, mx.vmap): nothing can be read
-        return mx.where(cotangent != 0, mx.nan, 0.0)
-    if read[0].any():
-        raise ValueError(
-            "ctc_loss is not twice differentiable: its gradient is computed by a custom scan "
-            "(PyTorch's CTC backward is not differentiable either)"
-        )
-    return 0.0
+
+# The identity on the gradient, whose vjp raises: a second derivative (``mx.grad`` of a function
+# of the gradient) has to go through it, a first never does, and nothing is read or evaluated,
+# so it raises inside ``mx.compile`` too, before any wrong Hessian could be computed.
+_first_order_only = mx.custom_function(lambda grad: grad)
+_first_order_only.vjp(_not_twice_differentiable)
 
 
 def _jvp(zero_infinity: bool, primals: Sequence[Array], tangents: Sequence[Array | None]) -> tuple[Array, Array]:
