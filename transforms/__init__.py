@@ -4,6 +4,7 @@ Every combinator returns a pure function of arrays, so they nest and compose wit
 ``mx.grad``, ``mx.vmap`` and ``mx.compile``.
 """
 
+from ._around import value_and_grad_around as value_and_grad_around
 from ._classes import is_index as is_index
 from ._compile import compiled as compiled
 from ._masking import ignore_index as ignore_index
@@ -63,5 +64,6 @@ __all__ = [
     "smooth_labels",
     "sum_gradients",
     "tree_loss",
+    "value_and_grad_around",
     "weighted",
 ]
