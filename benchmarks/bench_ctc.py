@@ -17,7 +17,8 @@ compiles every fused kernel of the unrolled scan. Each case runs in a fresh proc
 empty kernel cache: CTC alone, a GRU + CTC step at T = 40, the same GRU with an MSE loss (the
 model's own kernels), the GRU + CTC step eager, the same step compiled *around* ``ctc_loss``
 (``transforms.value_and_grad_around``: the GRU's forward and backward compiled, the loss
-eager), and a GRU + CTC step at T = 41 on the cache that T = 40 left (a new length).
+eager), and a GRU + CTC step at T = 41 on the cache that T = 40 left (a new length). Then the
+later calls of the eager, around and through steps, interleaved in this process.
 
 Ratios are ``ours / torch``: the ratio of medians, and the paired ratio (median over rounds
 of the ratio within a round), which cancels load that drifts between rounds. Torch runs on
@@ -27,12 +28,14 @@ its default thread count; MLX's CPU backend runs each stream on one thread.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import mlx.core as mx
 import numpy as np
@@ -40,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import BURST, SETTLE, compare_paired, cpu_name, force, report_paired
 
+import lossfn
 import lossfn.functional as F
 import transforms
 
@@ -183,6 +187,10 @@ def compiled_through() -> None:
             if case == ("gru-ctc", "through", 40):
                 first, second = through_in_fresh_process(("gru-ctc", "through", 41), cache)
                 print(f"  {'... then at T = 41 (same cache)':<32} first call {first:6.2f} s, second {second * 1e3:7.1f} ms")
+    warnings.simplefilter("ignore", lossfn.CompileThroughWarning)  # compiled through on purpose
+    steps = {mode: through_step("gru-ctc", mode, 40) for mode in ("eager", "around", "through")}
+    medians, ratios = compare_paired({mode: functools.partial(step, *args) for mode, (step, args) in steps.items()}, "eager", 15, burst=BURST)
+    print(report_paired("GRU + CTC step at T = 40, later calls (this process; interleaved, bursts of 5)", medians, ratios, "eager"))
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def ctc_loss(
     (NumPy's on the CPU, compiled MLX steps elsewhere): under ``mx.vmap``
     (``transforms.reduce``) the whole batch runs as one scan.
     Not twice differentiable. Under ``mx.compile`` the scan is unrolled, which compiles slowly
-    for long inputs: compile around it, not through it.
+    for long inputs: compile around it, not through it (``transforms.value_and_grad_around``).
     """
     return _ctc_batch(log_probs[None], target[None], input_length[None], target_length[None], blank, zero_infinity)[0]
 

@@ -462,6 +462,7 @@ def test_compiling_through_warns_on_the_cpu() -> None:
         value, grad = compiled(lp)
         compiled(lp)  # traced once: one warning
     assert len(record) == 1 and "T = 12 frames" in str(record[0].message)
+    assert "transforms.value_and_grad_around(model, loss)" in str(record[0].message)  # the remedy, by name
     eager_value, eager_grad = mx.value_and_grad(loss)(lp)
     close(value, eager_value, 1e-6, 1e-6)
     close(grad, eager_grad, 1e-5, 1e-6)
