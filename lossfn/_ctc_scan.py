@@ -150,8 +150,10 @@ def _alphas(blank_emit: Array, label_emit: Array, labels: Array, step: Callable[
 def _host_lse(scratch: tuple[np.ndarray, np.ndarray]) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     """:func:`_lse` in NumPy, written into ``out``, through two scratch arrays of its shape.
 
-    ``max + log1p(exp(min - max))``: NumPy's ``log1p`` costs what ``log`` does and saves the
-    ``+ 1``. Without :func:`_lse`'s clamp at -17, which only keeps ``powf`` off its slow path.
+    ``max + log(1 + exp(min - max))``, as :func:`_lse`: NumPy's float32 ``log`` is SIMD and its
+    ``log1p`` is not (on a 2-core AMD EPYC with AVX2, at 992 elements: ``log1p`` 8.1 µs against
+    0.7 for the ``+ 1`` and 2.2 for ``log``). Without :func:`_lse`'s clamp at -17, which only
+    keeps ``powf`` off its slow path.
     """
     hi, d = scratch
 
@@ -160,7 +162,8 @@ def _host_lse(scratch: tuple[np.ndarray, np.ndarray]) -> Callable[[np.ndarray, n
         np.minimum(a, b, out=d)
         np.subtract(d, hi, out=d)
         np.exp(d, out=d)
-        np.log1p(d, out=d)
+        np.add(d, 1, out=d)
+        np.log(d, out=d)
         np.add(hi, d, out=out)
 
     return lse
