@@ -26,6 +26,10 @@ class CTCLoss(_Loss):
     returns that plus ``exp(log_probs)`` (the gradient with respect to logits whose log-softmax
     is ``log_probs``); both agree once taken through ``log_softmax``.
 
+    Compile around it, not through it: ``transforms.value_and_grad_around(model, ctc)``
+    compiles the model's forward and backward and runs this loss between them (see
+    :func:`lossfn.functional.ctc_loss`).
+
     Shape: ``log_probs`` ``(T, N, C)`` or ``(T, C)`` log-probabilities (e.g. a log-softmax);
     ``targets`` padded ``(N, S)`` or concatenated ``(sum(target_lengths),)`` labels in
     ``[0, C)`` other than ``blank``; ``input_lengths`` and ``target_lengths`` ``(N,)`` (arrays,
