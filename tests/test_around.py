@@ -57,13 +57,13 @@ def test_a_pure_model_with_pytree_output_equals_value_and_grad_of_the_whole():
 
 
 class Reader(nn.Module):
-    def __init__(self, features: int = 8, hidden: int = 16, classes: int = 6, dropout: float = 0.0):
+    def __init__(self, features: int = 8, hidden: int = 16, classes: int = 6):
         super().__init__()
-        self.gru, self.drop, self.out = nn.GRU(features, hidden), nn.Dropout(dropout), nn.Linear(hidden, classes)
+        self.gru, self.out = nn.GRU(features, hidden), nn.Linear(hidden, classes)
         self.out.freeze(keys=["bias"])  # a frozen array: an input of the graphs, not differentiated
 
     def __call__(self, x):  # (N, T, F) -> log-probabilities (T, N, C)
-        return nn.log_softmax(self.out(self.drop(self.gru(x))), axis=-1).transpose(1, 0, 2)
+        return nn.log_softmax(self.out(self.gru(x)), axis=-1).transpose(1, 0, 2)
 
 
 def ctc_batch(N=4, T=12, S=3, C=6, F_=8):
