@@ -250,3 +250,36 @@ def test_reduced_large_examples_are_summed_unconcatenated_and_bitwise(monkeypatc
             two = _on(2, mx.value_and_grad(loss), x)
             assert set(calls) == {1}, (name, width)
             _bitwise_equal(two, _on(1, mx.value_and_grad(loss), x))
+
+
+def test_the_probe_tells_eager_autodiff_and_traces_apart_from_a_first_call():
+    """``_tracing.transformation``: its compiled probe runs its body on a first call for a
+    signature too, which must not read as a tracer; every transformation reads as its own."""
+    from transforms._tracing import transformation
+
+    seen = {}
+
+    def record(name, *arrays):
+        seen[name] = transformation(list(arrays))
+        return mx.sum(arrays[0].astype(mx.float32))
+
+    x = mx.ones((3, 4), mx.float16)
+    odd = mx.zeros((2, 2, 2), mx.uint8)  # a signature (count, dtypes) the probe has not seen
+    record("eager, first signature", x, odd, mx.zeros((5,), mx.int16))
+    record("eager, again", x, odd, mx.zeros((5,), mx.int16))
+    mx.grad(lambda a: record("grad", a, odd))(x)
+    mx.compile(lambda a: record("compile", a, odd))(x)
+    mx.compile(lambda a: record("shapeless compile", a), shapeless=True)(x)
+    mx.vmap(lambda a: record("vmap", a))(x)
+    mx.compile(mx.grad(lambda a: record("compile(grad)", a)))(x)
+    mx.vmap(mx.grad(lambda a: record("vmap(grad)", a)))(x)
+    assert seen == {
+        "eager, first signature": "eager",
+        "eager, again": "eager",
+        "grad": "grad",
+        "compile": "trace",
+        "shapeless compile": "trace",
+        "vmap": "trace",
+        "compile(grad)": "trace",
+        "vmap(grad)": "trace",
+    }
