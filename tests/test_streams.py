@@ -273,6 +273,7 @@ def test_the_probe_tells_eager_autodiff_and_traces_apart_from_a_first_call():
     mx.vmap(lambda a: record("vmap", a))(x)
     mx.compile(mx.grad(lambda a: record("compile(grad)", a)))(x)
     mx.vmap(mx.grad(lambda a: record("vmap(grad)", a)))(x)
+    assert transformation([]) == "eager"  # no array: nothing is traced
     assert seen == {
         "eager, first signature": "eager",
         "eager, again": "eager",

@@ -52,6 +52,8 @@ def transformation(arrays: Sequence[mx.array]) -> Literal["eager", "grad", "trac
     the arrays to give the probe one fixed signature took 7 µs. A tracer that can be evaluated
     belongs to autodiff; one that cannot, to ``mx.compile`` or ``mx.vmap``.
     """
+    if not arrays:
+        return "eager"
     for _ in range(2):
         _traced.clear()
         _probe(*arrays)
