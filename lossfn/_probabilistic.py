@@ -25,14 +25,15 @@ def kl_div(input: mx.array, target: mx.array, *, log_target: bool = False) -> mx
 
     .. math:: \ell = y (\log y - x) \quad\text{or, with log\_target:}\quad \ell = e^{y} (y - x)
 
-    A target of exactly 0 contributes 0 (:math:`0 \log 0 = 0`), and ``nan`` where the input is
-    :math:`-\infty`, as PyTorch's; its gradient in the target is then :math:`-x` (PyTorch's is
-    ``nan``). Shapes: ``input`` and ``target`` alike (broadcastable); one loss per element.
+    A target of exactly 0 contributes 0 (:math:`0 \log 0 = 0`), with gradient :math:`-x` in the
+    target (PyTorch's is ``nan``); where the input is also :math:`-\infty` the value is ``nan``,
+    as PyTorch's. Shapes: ``input`` and ``target`` alike (broadcastable); one loss per element.
     """
     if log_target:
         return fm.exp(target) * (target - input)
-    # log y is taken of 1 where y == 0, so that 0 * (log y - x) is 0, not 0 * -inf. Five
-    # passes under an eager mx.grad, where xlogy(y, y) - y x took seven (a where on each side).
+    # log y is taken of 1 where y == 0, so that 0 * (log y - x) is 0, not 0 * -inf. One where
+    # and four passes under an eager mx.grad, where nothing fuses; xlogy(y, y) - y x took two and
+    # five (forward+backward at (4096, 1024) on one stream: 1.34x -> 1.18x MLX's time).
     return target * (mx.log(mx.where(target == 0, 1, target)) - input)
 
 
