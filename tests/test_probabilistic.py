@@ -165,6 +165,14 @@ def test_poisson_full_zero_target(log_input):
     np.testing.assert_array_equal(np.asarray(grad_full)[low], np.asarray(grad_plain)[low])
 
 
+def test_poisson_full_nan_and_inf_targets_are_torchs():
+    """Stirling's term at a nan or infinite count: value and both gradients nan (or -inf) as torch's."""
+    x = np.array([0.3, -0.5, 1.0, 0.2, 0.1, -1.0], np.float32)
+    y = np.array([np.nan, np.inf, 0.5, 1.0, 2.0, 7.0], np.float32)
+    kw = dict(full=True, reduction="none")
+    check_against_torch(lambda a, b: F.poisson_nll_loss(a, b, **kw), lambda a, b: TF.poisson_nll_loss(a, b, **kw), [x, y], wrt=(0, 1))
+
+
 def test_poisson_integer_counts_and_broadcast():
     r = rng("poisson-int")
     x = r.normal(size=(3, 4)).astype(np.float32)
