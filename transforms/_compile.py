@@ -43,7 +43,7 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
             return loss(*args, **kwargs)
         fixed = {k: v for k, v in kwargs.items() if k in static or not _is_number(v)}
         dynamic = sorted(k for k in kwargs if k not in fixed)
-        trace = _own_trace_for([args, list(kwargs.values())])
+        trace = _own_trace_for(args, kwargs)
         key = (tuple(sorted(fixed.items(), key=lambda kv: kv[0])), tuple(dynamic), trace, trace.shard and _streams.cpu_streams())
         graph = graphs.get(key)
         if graph is None:
@@ -57,7 +57,7 @@ def compiled(loss: Loss | None = None, *, static: Iterable[str] = ()) -> Any:
     return with_trailing_axes(compiled_loss, loss)
 
 
-def _own_trace_for(args: Any) -> OwnTrace:
+def _own_trace_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> OwnTrace:
     """What the graph for these arguments may build on their shapes (a staged sum, shards over
     CPU streams): decided on the real arguments, whether a user's ``mx.compile`` or ``mx.vmap``
     (perhaps shapeless) traces them, and read when traced: a graph for each answer. Small
@@ -66,11 +66,24 @@ def _own_trace_for(args: Any) -> OwnTrace:
     enclosing = in_own_trace()
     if enclosing is not None:
         return enclosing
-    arrays = [x for x in optree.tree_leaves(args) if isinstance(x, mx.array)]
-    if sum(x.size for x in arrays) < SHAPE_DEPENDENT_ABOVE:
+    arrays = _arrays_in(args, kwargs)
+    size = sum(x.size for x in arrays)
+    if size < SHAPE_DEPENDENT_ABOVE:
         return OwnTrace(static=True, shard=False)
     static = shapes_may_be_read(arrays)
-    return OwnTrace(static=static, shard=static and _streams.may_shard(arrays, static=static))
+    return OwnTrace(static=static, shard=static and _streams.worth_cutting(size))
+
+
+def _arrays_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[mx.array]:
+    """The arrays among the arguments and in their pytrees (plain arrays, the usual call, without flattening)."""
+    values = (*args, *kwargs.values())
+    arrays = []
+    for v in values:
+        if isinstance(v, mx.array):
+            arrays.append(v)
+        elif not isinstance(v, (int, float, str, type(None))):
+            return [x for x in optree.tree_leaves(list(values)) if isinstance(x, mx.array)]
+    return arrays
 
 
 def _trace(loss: Loss, fixed: dict[str, Any], dynamic: list[str], counter: Any, trace: OwnTrace) -> Callable[..., Any]:

@@ -114,21 +114,25 @@ def sharded(run: Callable[..., Any], args: tuple[Any, ...], axes: tuple[int | No
     return optree.tree_map(lambda *leaves: mx.concatenate(leaves, axis=0), *outs.outs)
 
 
-def may_shard(arrays: list[Any], static: bool | None = None) -> bool:
+def may_shard(arrays: list[Any]) -> bool:
     """Whether a batch of ``arrays`` may be cut now: on the CPU, at least ``SHARD_ABOVE``
     elements, and not traced by a user's ``mx.compile`` or ``mx.vmap`` (whose graph would keep
     the shard sizes, and which a shapeless compile refuses: "Split cannot infer output shapes")
     unless ``fixed_shapes(True)`` promised fixed shapes.
-    Inside ``transforms.compiled``'s own trace, what it decided; ``static``: known already."""
+    Inside ``transforms.compiled``'s own trace, what it decided."""
     own = in_own_trace()
     if own is not None:
         return own.shard
-    if _setting["streams"] < 2 or mx.default_device().type != mx.DeviceType.cpu:
-        return False
     arrays = [x for x in optree.tree_leaves(arrays) if isinstance(x, mx.array)]
-    if sum(x.size for x in arrays) < SHARD_ABOVE:
+    if not worth_cutting(sum(x.size for x in arrays)):
         return False
-    return static if static is not None else shapes_may_be_read(arrays)
+    return shapes_may_be_read(arrays)
+
+
+def worth_cutting(size: int) -> bool:
+    """Whether a batch of ``size`` elements is worth cutting where it may be cut: at least
+    ``SHARD_ABOVE`` elements, on the CPU, with 2 or more streams set."""
+    return size >= SHARD_ABOVE and _setting["streams"] >= 2 and mx.default_device().type == mx.DeviceType.cpu
 
 
 def on_streams(jobs: list[Callable[[], Any]]) -> Shards:

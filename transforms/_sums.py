@@ -70,6 +70,11 @@ def _examples(x: mx.array) -> mx.array:
     return x.reshape(-1, _row_size(x))
 
 
+def _as_runs(x: mx.array) -> mx.array:
+    """A 1-d ``x``, one element per example, as its own ``_runs``: no reshape, which would be a graph node."""
+    return x.astype(mx.float32) if x.dtype in HALF else x
+
+
 def _row_size(x: mx.array) -> int:
     return 1 if x.ndim <= 1 or x.size == 0 else math.prod(x.shape[1:])
 
@@ -150,7 +155,7 @@ def _staged(x: mx.array | Shards) -> _Staged:
     runs = []
     for part, stream in zip(parts, streams):
         with _on(stream):
-            runs.append(_runs(_examples(part))[0])
+            runs.append(_runs(_examples(part))[0] if part.ndim != 1 else _as_runs(part))
     return _Staged(rows, size, k, _joined(runs), None)
 
 

@@ -131,7 +131,8 @@ def run_classwise(graph: Any, input: Array, target: Array, *shared: Array, **hyp
     if input.ndim == 1:
         out, ok = graph(input[None], target[None], *shared, **hyper)
         return _squeezed(out), ok
-    out, ok = graph(_rows(input), target.reshape(-1) if T.is_index(target) else _rows(target), *shared, **hyper)
+    targets = (target if target.ndim == 1 else target.reshape(-1)) if T.is_index(target) else _rows(target)
+    out, ok = graph(_rows(input), targets, *shared, **hyper)
     if out.ndim and input.ndim > 2:
         out = out.reshape(-1, *input.shape[2:])
     return out, ok
