@@ -21,6 +21,7 @@ BENCHMARKS = {
     "ctc": ("bench_ctc", "ctc_loss vs torch: forward, forward+backward, first calls"),
     "linear-ce": ("bench_linear_ce", "linear_cross_entropy: time and peak memory vs the unfused head and torch"),
     "overhead": ("bench_overhead", "per-call time of small eager calls vs mlx.nn.losses"),
+    "ops": ("bench_ops", "per-element cost of MLX's operations, eager and compiled"),
     "streams": ("bench_streams", "one CPU stream against two (transforms.cpu_streams)"),
     "per-example": ("bench_per_example", "per-example gradients and DP-SGD vs MLX and torch.func"),
     "scale-out": ("bench_scale_out", "the global mean over 2 ring processes (runs mlx.launch)"),
