@@ -187,10 +187,13 @@ def to_mx(x: np.ndarray) -> mx.array:
     return mx.array(x.astype(np.int32) if np.issubdtype(x.dtype, np.integer) else x)
 
 
+TORCH_DEVICE = {"name": "cpu"}  # --torch-device: "cuda" beside MLX's CUDA backend
+
+
 def to_torch(x: np.ndarray) -> Any:
     return torch.from_numpy(
         x.astype(np.int64) if np.issubdtype(x.dtype, np.integer) else x
-    )
+    ).to(TORCH_DEVICE["name"])
 
 
 # --- the counterparts that mlx.nn.losses lacks as one call --------------------------------
@@ -642,8 +645,8 @@ def disagreements(case: Case, scale: int, rtol: float = 1e-4) -> list[str]:
     found = []
     for name, (value, grad) in results.items():
         value, grad = (
-            np.asarray(value.detach() if name == "torch" else value),
-            np.asarray(grad),
+            np.asarray(value.detach().cpu() if name == "torch" else value),
+            np.asarray(grad.cpu() if name == "torch" else grad),
         )
         if not np.allclose(value, ours[0], rtol=rtol, atol=0):
             found.append(
@@ -786,7 +789,9 @@ def environment() -> str:
         f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs, lossfn on {T.cpu_streams()} CPU streams"
         + (", fixed shapes promised" if T.fixed_shapes() else ""),
     ]
-    if torch is not None:
+    if torch is not None and TORCH_DEVICE["name"] != "cpu":
+        parts.append(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
+    elif torch is not None:
         parts.append(
             f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads, "
             f"{torch.get_num_interop_threads()} inter-op)"
@@ -829,7 +834,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--fixed-shapes", action="store_true", help="promise fixed shapes (transforms.fixed_shapes): ours-cs shards and stages"
     )
+    parser.add_argument(
+        "--torch-device", default=None, help="torch's device (default: cuda where MLX runs on a GPU and torch sees one, else cpu)"
+    )
     args = parser.parse_args(argv)
+    on_gpu = mx.default_device().type == mx.DeviceType.gpu
+    TORCH_DEVICE["name"] = args.torch_device or ("cuda" if on_gpu and torch is not None and torch.cuda.is_available() else "cpu")
     if args.streams is not None:
         T.cpu_streams(args.streams)
     if args.fixed_shapes:

@@ -22,11 +22,16 @@ BURST = 5
 
 
 def force(out: Any) -> None:
-    """Finish a computation: ``mx.eval`` for MLX results, nothing for eager (torch, NumPy) ones."""
+    """Finish a computation: ``mx.eval`` for MLX results, a CUDA synchronisation for torch's on
+    a GPU (asynchronous there), nothing for eager CPU ones (torch, NumPy)."""
     leaves = out if isinstance(out, (list, tuple)) else [out]
     mlx_leaves = [x for x in leaves if isinstance(x, mx.array)]
     if mlx_leaves:
         mx.eval(*mlx_leaves)
+    if any(getattr(x, "is_cuda", False) for x in leaves):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def first_call(fn: Callable[[], Any]) -> float:
