@@ -70,10 +70,10 @@ def masked(loss: Loss) -> Loss:
 
 def _kept(out: Any, keep: mx.array, batch_ndim: int) -> Weighted:
     """``out`` (a loss or a ``Weighted``) where ``keep``, else value 0 and weight 0 (``where``: no gradient leaks)."""
-    value, weight = (out.value, out.weight) if isinstance(out, Weighted) else (out, 1)
+    value = out.value if isinstance(out, Weighted) else out
     keep = spread(keep, value, batch_ndim)
-    if isinstance(weight, int) and keep.shape == value.shape:  # a weight of 1: the mask itself, one graph node fewer
-        kept_weight = keep.astype(value.dtype)
-    else:
-        kept_weight = mx.where(keep, weight, mx.zeros_like(value))
-    return Weighted(mx.where(keep, value, mx.array(0, value.dtype)), kept_weight)
+    kept = mx.where(keep, value, mx.array(0, value.dtype))
+    if not isinstance(out, Weighted) and keep.shape == value.shape:  # a weight of 1: the mask itself, one graph node fewer
+        return Weighted(kept, keep.astype(value.dtype))
+    weight = out.weight if isinstance(out, Weighted) else 1
+    return Weighted(kept, mx.where(keep, weight, mx.zeros_like(value)))
