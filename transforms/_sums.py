@@ -51,8 +51,7 @@ def _runs(rows: mx.array) -> tuple[mx.array, int]:
     ``(M, S // k)``, or ``(M,)`` where a row is one run. (A reduction over an axis of size 1
     crashes MLX 0.32's shapeless compile, so none is made.)
     """
-    if rows.dtype in HALF:
-        rows = rows.astype(mx.float32)
+    rows = _float32_if_half(rows)
     size = rows.shape[-1]
     k = _run_length(size)
     if k == size:
@@ -70,8 +69,8 @@ def _examples(x: mx.array) -> mx.array:
     return x.reshape(-1, _row_size(x))
 
 
-def _as_runs(x: mx.array) -> mx.array:
-    """A 1-d ``x``, one element per example, as its own ``_runs``: no reshape, which would be a graph node."""
+def _float32_if_half(x: mx.array) -> mx.array:
+    """Half precision summed in runs of float32 (never in its own dtype); other dtypes as they are."""
     return x.astype(mx.float32) if x.dtype in HALF else x
 
 
@@ -110,7 +109,7 @@ def _staged_flat(*parts: mx.array, streams: list[mx.Stream | None]) -> mx.array:
     runs = []
     for x, stream in zip(parts, streams):
         with _on(stream):
-            flat = x.reshape(-1).astype(mx.float32) if x.dtype in HALF else x.reshape(-1)
+            flat = _float32_if_half(x.reshape(-1))
             pad = -flat.size % _RUN  # the last part's only: the others are multiples of _RUN
             flat = mx.concatenate([flat, mx.zeros((pad,), flat.dtype)]) if pad else flat
             runs.append(mx.sum(flat.reshape(-1, _RUN), axis=-1))
@@ -155,7 +154,8 @@ def _staged(x: mx.array | Shards) -> _Staged:
     runs = []
     for part, stream in zip(parts, streams):
         with _on(stream):
-            runs.append(_runs(_examples(part))[0] if part.ndim != 1 else _as_runs(part))
+            # A 1-d part (one element an example) is its own runs: no reshape there and back, a graph node each.
+            runs.append(_runs(_examples(part))[0] if part.ndim != 1 else _float32_if_half(part))
     return _Staged(rows, size, k, _joined(runs), None)
 
 
