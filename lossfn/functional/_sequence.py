@@ -49,11 +49,12 @@ def _lengths(value: Any, name: str, batch_size: int) -> Array:
 def _check_lengths(targets: Array, il: np.ndarray, tl: np.ndarray, num_frames: int) -> None:
     """Input lengths in ``[0, T]``; target lengths at least 0, and at most the padded width
     (padded targets) or summing to the number of labels (concatenated ones)."""
-    if not np.all((il >= 0) & (il <= num_frames)):
+    # Minima and maxima: a microsecond each on a batch's lengths, where np.all of a mask costs three.
+    if il.min(initial=0) < 0 or il.max(initial=0) > num_frames:
         raise ValueError(f"input_lengths must be in [0, T] = [0, {num_frames}], got {il.tolist()}")
-    if np.any(tl < 0):
+    if tl.min(initial=0) < 0:
         raise ValueError(f"target_lengths must not be negative, got {tl.tolist()}")
-    if targets.ndim == 2 and np.any(tl > targets.shape[1]):
+    if targets.ndim == 2 and tl.max(initial=0) > targets.shape[1]:
         raise ValueError(
             f"target_lengths must be at most the width of the padded targets "
             f"{C.shape_str(targets)}, got {tl.tolist()}"
@@ -79,10 +80,10 @@ def _padded(targets: Array, target_lengths: Array, batch_size: int, width: int |
 def _check_labels(targets: np.ndarray, tl: np.ndarray, num_classes: int, blank: int) -> None:
     """The labels within the target lengths lie in ``[0, C)`` and are not the blank."""
     used = targets if targets.ndim == 1 else targets[np.arange(targets.shape[1])[None, :] < tl[:, None]]
-    outside = (used < 0) | (used >= num_classes)
-    if outside.any():
+    if used.min(initial=0) < 0 or used.max(initial=0) >= num_classes:
+        outside = (used < 0) | (used >= num_classes)
         raise IndexError(f"targets holds label {used[outside][0]}, outside [0, {num_classes})")
-    if np.any(used == blank):
+    if (used == blank).any():
         raise ValueError(f"targets must not contain the blank label {blank}")
 
 
