@@ -175,7 +175,10 @@ def total(x: mx.array | Shards, axis: int | None = None) -> mx.array:
 def mean(x: mx.array | Shards) -> mx.array:
     """Mean of every element of ``x`` in the accumulator dtype; ``nan`` for none. The count is read at run time."""
     staged = _staged(x)
-    return mx.mean(_widened(staged.runs)) / staged.k if staged.flat is None else staged.flat / staged.size
+    if staged.flat is not None:
+        return staged.flat / staged.size
+    runs_mean = mx.mean(_widened(staged.runs))
+    return runs_mean if staged.k == 1 else runs_mean / staged.k  # a division by 1 is a graph node, and its vjp another
 
 
 def batch_mean(x: mx.array | Shards) -> mx.array:
