@@ -148,8 +148,9 @@ def ctc_loss(
     width = int(lengths[1].max(initial=0)) if lengths is not None else None
     targets = _padded(targets, target_lengths, batch_size, width)
     _warn_if_compiled_through(log_probs)
+    checked = lengths is not None and labels is not None  # every length and label: in range, or raised on
     # Half precision is computed in float32 (the scan always is) and rounded once, at the end.
-    losses = ctc_batch(log_probs.astype(mx.float32), targets, input_lengths, target_lengths, blank, zero_infinity)
+    losses = ctc_batch(log_probs.astype(mx.float32), targets, input_lengths, target_lengths, blank, zero_infinity, checked)
     if reduction == "none":
         return (losses[0] if unbatched else losses).astype(log_probs.dtype)
     if reduction == "mean":
