@@ -344,7 +344,7 @@ def _host_solve(inputs: Sequence[Array], zero_infinity: bool, gradients: bool) -
     costs several microseconds to build and evaluate, NumPy's one.
 
     The emissions are gathered by fancy indexing straight into the scan's layout, and the
-    gradient is the scatter-add of the posteriors by ``np.add.at`` over flat indices
+    gradient is the scatter-subtract of the posteriors by ``np.subtract.at`` over flat indices
     ``t N C + (n C + l)`` (a third faster than ``np.bincount``, which adds in float64 and
     needs a cast back, at each of ``bench_ctc``'s shapes).
     """
@@ -352,17 +352,17 @@ def _host_solve(inputs: Sequence[Array], zero_infinity: bool, gradients: bool) -
     T, N, C = log_probs.shape
     blank, lab = int(blank), np.ascontiguousarray(labels.T)  # (S, N)
     L, Sp = il.astype(np.int64), tl.astype(np.int64)
-    be = np.maximum(log_probs[:, :, blank], NEG)  # (T, N)
-    le = np.maximum(log_probs[:, np.arange(N)[None, :], lab], NEG)  # (T, S, N)
+    log_probs = np.maximum(log_probs, NEG)  # -inf clamped once, before the gathers
+    be = log_probs[:, :, blank]  # (T, N)
+    le = log_probs[:, np.arange(N)[None, :], lab]  # (T, S, N)
     if not gradients:
         log_lik = _host_log_likelihood(*_host_scan(be, le, lab), L, Sp)
         return mx.array(_loss(log_lik, zero_infinity, np)), mx.broadcast_to(mx.array(0.0), (T, N, C))
     log_lik, post_blank, post_label = _host_posterior_scan(be, le, lab, L, Sp)
     flat = (np.arange(T) * (N * C))[:, None, None] + (np.arange(N) * C + lab)  # (T, S, N)
-    grad = np.zeros((T, N, C), np.float32)
-    np.add.at(grad.reshape(-1), flat.reshape(-1), post_label.reshape(-1))
-    grad[:, :, blank] += post_blank
-    np.negative(grad, out=grad)
+    grad = np.zeros((T, N, C), np.float32)  # minus the posteriors: subtracted in place
+    np.subtract.at(grad.reshape(-1), flat.reshape(-1), post_label.reshape(-1))
+    grad[:, :, blank] -= post_blank
     impossible = log_lik < IMPOSSIBLE
     if impossible.any():  # no posterior: PyTorch's gradient is nan on its frames, or 0 with zero_infinity
         live = np.arange(T)[:, None] < L[None, :]
