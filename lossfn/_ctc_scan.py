@@ -180,27 +180,57 @@ def _host_max(scratch: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray], No
     return lambda a, b, out: np.maximum(a, b, out=out)
 
 
-_WORKSPACE = threading.local()
-WORKSPACE_LIMIT = 1 << 24  # bytes a thread keeps for the next scan
+class _ScanArrays(NamedTuple):
+    """The arrays of a scan of ``T`` frames over ``W = S + 1`` blank and ``S`` label states of
+    ``N`` examples, and each step's views of them, made once (slicing them anew for every call
+    took 28 µs at (50, 31, 32))."""
+
+    blank: np.ndarray  # alpha of the blank states (T + 1, W, N)
+    label: np.ndarray  # of the label states, between two rows of padding (T + 1, W + 1, N)
+    blank_emit: np.ndarray  # the blank's emission spread over its states (T, W, N)
+    label_emit: np.ndarray  # (T, S, N)
+    from_left: np.ndarray  # lse(B_k, A_{k-1}) (W, N)
+    scratch: tuple[tuple[np.ndarray, np.ndarray], ...]  # the two lse's, (W, N) and (S, N)
+    # Per frame t: B_t, B_{t+1}, B_t's first S rows; the label rows -1..S-1 and 0..S-1 at t,
+    # 0..S-1 at t + 1; the emissions.
+    steps: list[tuple[np.ndarray, ...]]
+
+    @classmethod
+    def new(cls, T: int, S: int, N: int) -> _ScanArrays:
+        W = S + 1
+        blank, label = np.empty((T + 1, W, N), np.float32), np.empty((T + 1, W + 1, N), np.float32)
+        blank_emit, label_emit = np.empty((T, W, N), np.float32), np.empty((T, S, N), np.float32)
+        steps = list(zip(blank[:T], blank[1:], blank[:T, :S], label[:T, :W], label[:T, 1:W], label[1:, 1:W], blank_emit, label_emit))
+        scratch = tuple((np.empty((rows, N), np.float32), np.empty((rows, N), np.float32)) for rows in (W, S))
+        return cls(blank, label, blank_emit, label_emit, np.empty((W, N), np.float32), scratch, steps)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.blank, self.label, self.blank_emit, self.label_emit))
 
 
-def _workspace(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of ``shape``, kept (per thread, under ``WORKSPACE_LIMIT``) for the
-    next call that asks for ``name``: valid until then, and so never returned to a user.
+_KEPT = threading.local()
+WORKSPACE_LIMIT = 1 << 24  # bytes of scan arrays a thread keeps for its next scan
+
+
+def _scan_arrays(T: int, S: int, N: int) -> _ScanArrays:
+    """:class:`_ScanArrays` of this shape: the thread's last ones where they have it, and kept
+    (under ``WORKSPACE_LIMIT`` bytes) for its next scan. What a scan returns is valid until
+    then, and so never goes to a user as it is.
 
     glibc may hand a freed array of a few hundred KB back to the OS, and every call then pays
     a page fault per 4 KB it touches. Whether it does depends on what else the process
     allocated: in some processes CTC's forward+backward at (50, 16, 20, 30) took 68 faults a
     call, 2.55-2.73 ms against 2.33-2.45 without them (2-core AMD EPYC KVM guest).
     """
-    kept = _WORKSPACE.__dict__
-    array = kept.get(name)
-    if array is None or array.shape != shape:
-        array = np.empty(shape, np.float32)
-        kept.pop(name, None)
-        if array.nbytes + sum(a.nbytes for a in kept.values()) <= WORKSPACE_LIMIT:
-            kept[name] = array
-    return array
+    kept = getattr(_KEPT, "scan", None)
+    if kept is not None and kept.label_emit.shape == (T, S, N):
+        return kept
+    _KEPT.scan = None  # the old arrays go before the new ones come
+    arrays = _ScanArrays.new(T, S, N)
+    if arrays.nbytes <= WORKSPACE_LIMIT:
+        _KEPT.scan = arrays
+    return arrays
 
 
 def _host_scan(
@@ -222,36 +252,34 @@ def _host_scan(
     A step is 17 NumPy calls of about half a microsecond each on small batches, so it counts
     them. ``lse(B_k, A_{k-1})``, once the blank states have read it, becomes what flows into
     ``A_k``: ``B_k`` is copied over it where the labels repeat (the jump is barred; at ``k = 0``
-    it is ``B_0`` already, ``A_{-1}`` being ``NEG``). Each frame's views are made once, before
-    the loop (slicing in it cost a tenth of the scan).
+    it is ``B_0`` already, ``A_{-1}`` being ``NEG``). The arrays, and each frame's views of
+    them, are :func:`_scan_arrays`' (slicing in the loop cost a tenth of the scan);
+    ``label_emit`` may be that array already, written by the caller.
     """
     T, S, N = label_emit.shape
-    W = S + 1
+    arrays = _scan_arrays(T, S, N)
+    blank, label, from_left = arrays.blank, arrays.label, arrays.from_left
     repeat = np.zeros((S, N), np.bool_)  # the jump A_{k-1} -> A_k is barred
     repeat[1:] = labels[1:] == labels[:-1]
     repeats = bool(repeat.any())
-    blank = _workspace("blank", (T + 1, W, N))
-    label = _workspace("label", (T + 1, W + 1, N))
     blank.fill(NEG)
     label.fill(NEG)
+    # The blank's emission spread over the blank states: an add of a broadcast (N,) row costs
+    # a microsecond more a step than one of a contiguous (W, N) block.
+    arrays.blank_emit[...] = blank_emit[:, None, :]
+    if label_emit is not arrays.label_emit:
+        arrays.label_emit[...] = label_emit
     frames, states = starts if starts is not None else (np.zeros(N, np.int64), np.zeros(N, np.int64))
     begins = {int(f): (states[frames == f], np.flatnonzero(frames == f)) for f in np.unique(frames)}
-    from_left = np.empty((W, N), np.float32)
-    lse_blank = lse((np.empty((W, N), np.float32), np.empty((W, N), np.float32)))
-    lse_label = lse((np.empty((S, N), np.float32), np.empty((S, N), np.float32)))
+    lse_blank, lse_label = (lse(scratch) for scratch in arrays.scratch)
 
     def start(t: int) -> None:  # alpha just before the start frame: log 1 in the start state
         rows, cols = begins[t]
         blank[t][:, cols], label[t][:, cols], blank[t][rows, cols] = NEG, NEG, 0
 
-    # The blank's emission spread over the blank states: an add of a broadcast (N,) row costs
-    # a microsecond more a step than one of a contiguous (W, N) block.
-    blank_emit_states = _workspace("blank_emit", (T, W, N))
-    blank_emit_states[...] = blank_emit[:, None, :]
     add, copyto, from_left_s = np.add, np.copyto, from_left[:S]
-    steps = zip(blank[:T], blank[1:], blank[:T, :S], label[:T, :W], label[:T, 1:W], label[1:, 1:W], blank_emit_states, label_emit)
     with np.errstate(all="ignore"):  # a nan or inf example is invalid: its loss is nan anyway
-        for t, (b, b_next, b_s, a_left, a, a_next, e_blank, e_label) in enumerate(steps):
+        for t, (b, b_next, b_s, a_left, a, a_next, e_blank, e_label) in enumerate(arrays.steps):
             if t in begins:
                 start(t)
             lse_blank(b, a_left, from_left)  # lse(B_k, A_{k-1})
@@ -301,12 +329,9 @@ def _host_posterior_scan(be: np.ndarray, le: np.ndarray, lab: np.ndarray, L: np.
     T, S, N = le.shape
     W = S + 1
     starts = (np.concatenate([np.zeros(N, np.int64), T - L]), np.concatenate([np.zeros(N, np.int64), S - Sp]))
+    both_emit = np.concatenate([le, le[::-1, ::-1]], axis=2, out=_scan_arrays(T, S, 2 * N).label_emit)
     blank, label = _host_scan(
-        np.concatenate([be, be[::-1]], axis=1),
-        np.concatenate([le, le[::-1, ::-1]], axis=2),
-        np.concatenate([lab, lab[::-1]], axis=1),
-        _host_lse,
-        starts,
+        np.concatenate([be, be[::-1]], axis=1), both_emit, np.concatenate([lab, lab[::-1]], axis=1), _host_lse, starts
     )
     log_lik = _host_log_likelihood(blank, label, L, Sp)
 
