@@ -447,6 +447,90 @@ def test_numpy_posteriors_equal_the_compiled_steps() -> None:
         close(a, b, 1e-5, 1e-6, what=name)
 
 
+def loss_and_grad(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """F.ctc_loss per example and the gradient of their sum, as NumPy."""
+    targets, il, tl = (mx.array(c[k]) for k in ("targets", "il", "tl"))
+    value, grad = mx.value_and_grad(lambda x: mx.sum(F.ctc_loss(x, targets, il, tl, reduction="none")))(
+        mx.array(c["log_probs"])
+    )
+    per_example = F.ctc_loss(mx.array(c["log_probs"]), targets, il, tl, reduction="none")
+    return np.array(per_example), np.array(grad)
+
+
+def expected_by_torch(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    x = torch.tensor(c["log_probs"], requires_grad=True)
+    loss = torch_ctc(c, c["targets"], x, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    live = (np.arange(c["log_probs"].shape[0])[:, None] < c["il"][None, :])[..., None]
+    return loss.detach().numpy(), grad.numpy() - live * np.exp(c["log_probs"])  # torch's exp(lp) removed
+
+
+def test_kept_scan_arrays_never_reach_the_user() -> None:
+    """The scan's arrays are kept for the next call of the same shape: what one call returned
+    is unchanged by the next, and a new shape, or one over the limit, is scanned right."""
+    first, other, longer = case(seed=1, **MIXED), case(seed=2, **MIXED), case(T_=20, seed=3)
+    out = loss_and_grad(first)
+    kept = [a.copy() for a in out]
+    loss_and_grad(other)  # same shape: the same kept arrays
+    for a, b in zip(out, kept):
+        np.testing.assert_array_equal(a, b)
+    for c in (longer, first):  # a new shape, then the first again
+        for ours, theirs in zip(loss_and_grad(c), expected_by_torch(c)):
+            close(ours, theirs, GRAD_RTOL, GRAD_ATOL)
+
+
+def test_scans_over_the_workspace_limit_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(K, "WORKSPACE_LIMIT", 0)
+    c = case(seed=4, **MIXED)
+    for _ in range(2):
+        for ours, theirs in zip(loss_and_grad(c), expected_by_torch(c)):
+            close(ours, theirs, GRAD_RTOL, GRAD_ATOL)
+        assert getattr(K._KEPT, "scan", None) is None
+
+
+def test_threads_scan_apart() -> None:
+    """Each thread keeps its own scan arrays: two threads computing CTC at once (one shape,
+    different data) get what each gets alone."""
+    import threading
+
+    cases = [case(seed=5, **MIXED), case(seed=6, **MIXED)]
+    alone = [loss_and_grad(c) for c in cases]
+    results: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        for _ in range(20):
+            results[i].append(loss_and_grad(cases[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert len(results[i]) == 20
+        for out in results[i]:
+            for a, b in zip(out, alone[i]):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_checked_preparation_equals_the_full_one() -> None:
+    """Where lossfn.functional has raised on every bad length and label (``checked``), the
+    preparation skips the clamps and range tests, and gives what the full one gives: padding
+    slots past a target hold anything, and a nan frame still makes its example invalid."""
+    c = case(seed=7, **MIXED)
+    targets = c["targets"].astype(np.int32)
+    targets[2, :] = [-7, 99, 3, 0, 5, 1]  # example 2's target is empty: all of it is padding
+    log_probs = c["log_probs"].copy()
+    log_probs[3, 1, 2] = np.nan  # a live frame of example 1
+    inputs = (log_probs, targets, c["il"].astype(np.int32), c["tl"].astype(np.int32), np.array(0, np.int32))
+    full, checked = K._prepared(np, *inputs), K._prepared(np, *inputs, checked=True)
+    for a, b in zip(full, checked):
+        np.testing.assert_array_equal(a, b)
+    assert full[-1].tolist() == [True, False, True, True, True]
+
+
 def test_compiling_through_warns_on_the_cpu() -> None:
     """A user's mx.compile around F.ctc_loss (and nn.CTCLoss) warns, once per trace, with the
     remedy; eager calls and mx.grad do not."""
