@@ -338,7 +338,7 @@ def _host_posterior_scan(be: np.ndarray, le: np.ndarray, lab: np.ndarray, L: np.
     def posterior(alpha: np.ndarray, beta: np.ndarray, emit: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
             x = np.add(alpha, beta)
-            x -= emit + log_lik  # one pass over the states: the examples (16 here) are the inner loop
+            x -= emit + log_lik  # one pass: every pass is slow, its inner loop one frame's N examples
             # Exactly 0 at or below the floor, and no denormals on the way: NumPy's exp takes a
             # slow path wherever its result is one (ten times slower over [-200, 0]). Above the
             # floor, exp(floor) = 1.8e-35 less than the posterior (a mask costs two more passes).

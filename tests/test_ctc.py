@@ -489,19 +489,25 @@ def test_scans_over_the_workspace_limit_are_not_kept(monkeypatch: pytest.MonkeyP
 
 
 def test_threads_scan_apart() -> None:
-    """Each thread keeps its own scan arrays: two threads computing CTC at once (one shape,
-    different data) get what each gets alone."""
+    """Each thread keeps its own scan arrays: two threads running the NumPy scan at once (one
+    shape, different data) get what each gets alone. (NumPy alone: the kept arrays are its.)"""
     import threading
 
-    cases = [case(seed=5, **MIXED), case(seed=6, **MIXED)]
-    alone = [loss_and_grad(c) for c in cases]
-    results: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]
+    def problem(seed: int) -> tuple[np.ndarray, ...]:
+        c = case(seed=seed, **MIXED)
+        lab = np.ascontiguousarray(c["targets"].T)
+        le = np.ascontiguousarray(c["log_probs"][:, np.arange(lab.shape[1])[None, :], lab])
+        return c["log_probs"][:, :, 0], le, lab, c["il"], c["tl"]
+
+    problems = [problem(5), problem(6)]
+    alone = [K._host_posterior_scan(*p) for p in problems]
+    results: list[list[tuple[np.ndarray, ...]]] = [[], []]
     barrier = threading.Barrier(2)
 
     def work(i: int) -> None:
         barrier.wait()
-        for _ in range(20):
-            results[i].append(loss_and_grad(cases[i]))
+        for _ in range(50):
+            results[i].append(K._host_posterior_scan(*problems[i]))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
@@ -509,7 +515,7 @@ def test_threads_scan_apart() -> None:
     for t in threads:
         t.join()
     for i in range(2):
-        assert len(results[i]) == 20
+        assert len(results[i]) == 50
         for out in results[i]:
             for a, b in zip(out, alone[i]):
                 np.testing.assert_array_equal(a, b)
